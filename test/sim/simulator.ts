@@ -1,0 +1,746 @@
+// A seeded, deterministic simulation of a Raft cluster: real RaftCores on MemoryStorage, a
+// virtual clock, a network that drops, delays, duplicates, reorders and partitions, crashes
+// that keep only what was persisted, membership changes, leadership transfers, snapshots.
+// Raft's safety properties are checked after every event; the client history is checked for
+// linearizability at the end, and the healed cluster must make progress.
+
+import { ProposalDroppedError, RaftCore, RaftState, bootstrapEntries, raftStateName } from "../../src/raft/core.ts";
+import { ConfChangeType, EntryType, type Message, type NodeId, messageTypeName } from "../../src/raft/messages.ts";
+import { MemoryStorage } from "../../src/raft/storage.ts";
+import { type HistoryOp, checkLinearizable } from "./linearizability.ts";
+import { KvStateMachine, digest, encodeCommand } from "./kv.ts";
+import { Prng } from "./prng.ts";
+
+export interface SimOptions {
+  seed: number;
+  nodes: number;
+  /** Virtual time with faults; then the cluster heals and must recover. */
+  faultTime?: number;
+  clients?: number;
+  keys?: number;
+  /** Turns individual fault kinds off (for focused runs). */
+  noMembership?: boolean;
+  traceLimit?: number;
+  /** Called with each trace line (verbose runs). */
+  onTrace?: (line: string) => void;
+}
+
+export interface SimResult {
+  seed: number;
+  ok: boolean;
+  error?: string;
+  trace: string[];
+  stats: SimStats;
+}
+
+export interface SimStats {
+  time: number;
+  opsOk: number;
+  opsIndeterminate: number;
+  opsFailed: number;
+  leadersElected: number;
+  crashes: number;
+  partitions: number;
+  confChanges: number;
+  transfers: number;
+  snapshotsSent: number;
+  messages: number;
+  dropped: number;
+  maxCommit: number;
+}
+
+export class SafetyViolation extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SafetyViolation";
+  }
+}
+
+const CONF_CHANGE_NAMES: Record<ConfChangeType, string> = {
+  [ConfChangeType.AddVoter]: "add-voter",
+  [ConfChangeType.AddLearner]: "add-learner",
+  [ConfChangeType.RemoveNode]: "remove",
+};
+
+const TICK = 10;
+const ELECTION_TICK = 10;
+const HEARTBEAT_TICK = 2;
+const OP_TIMEOUT = 600;
+const SNAPSHOT_THRESHOLD = 24;
+const TRAILING_LOGS = 6;
+
+interface PendingWrite {
+  hop: HistoryOp;
+  node: NodeId;
+  deadline: number;
+}
+
+interface PendingRead {
+  hop: HistoryOp;
+  node: NodeId;
+  context: number;
+  /** Known once the node got its ReadState. */
+  index: number | null;
+  deadline: number;
+}
+
+class SimNode {
+  core: RaftCore | null = null;
+  /** The disk: survives crashes. */
+  readonly storage = new MemoryStorage();
+  fsm = new KvStateMachine();
+  /** The FSM as last flushed (FSM writes are lazy; the log is the durability). */
+  fsmDurable = new KvStateMachine();
+  /** Last index this incarnation applied, to check applies come in order. */
+  lastApplied = 0;
+  wasLeaderTerm = 0;
+
+  constructor(readonly id: NodeId) {}
+
+  get alive(): boolean {
+    return this.core !== null;
+  }
+}
+
+interface QueuedEvent {
+  time: number;
+  seq: number;
+  run: () => void;
+}
+
+/** A binary min-heap on (time, seq): equal times run in insertion order, deterministically. */
+class EventQueue {
+  private heap: QueuedEvent[] = [];
+  private seq = 0;
+
+  push(time: number, run: () => void): void {
+    const ev = { time, seq: this.seq++, run };
+    const h = this.heap;
+    h.push(ev);
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (less(h[p]!, ev)) break;
+      h[i] = h[p]!;
+      i = p;
+    }
+    h[i] = ev;
+  }
+
+  pop(): QueuedEvent | undefined {
+    const h = this.heap;
+    if (h.length === 0) return undefined;
+    const top = h[0]!;
+    const last = h.pop()!;
+    if (h.length > 0) {
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        let mv = last;
+        if (l < h.length && less(h[l]!, mv)) {
+          m = l;
+          mv = h[l]!;
+        }
+        if (r < h.length && less(h[r]!, mv)) {
+          m = r;
+          mv = h[r]!;
+        }
+        if (m === i) break;
+        h[i] = h[m]!;
+        i = m;
+      }
+      h[i] = last;
+    }
+    return top;
+  }
+
+  get size(): number {
+    return this.heap.length;
+  }
+}
+
+function less(a: QueuedEvent, b: QueuedEvent): boolean {
+  return a.time < b.time || (a.time === b.time && a.seq < b.seq);
+}
+
+export class Simulation {
+  private readonly rng: Prng;
+  private readonly nodes = new Map<NodeId, SimNode>();
+  private readonly queue = new EventQueue();
+  private now = 0;
+  private readonly trace: string[] = [];
+  private readonly traceLimit: number;
+  private readonly stats: SimStats = {
+    time: 0, opsOk: 0, opsIndeterminate: 0, opsFailed: 0, leadersElected: 0, crashes: 0, partitions: 0,
+    confChanges: 0, transfers: 0, snapshotsSent: 0, messages: 0, dropped: 0, maxCommit: 0,
+  };
+
+  // Network model for this run.
+  private readonly dropRate: number;
+  private readonly dupRate: number;
+  private readonly maxDelay: number;
+  private faultsOn = true;
+  /** Links that are cut: "from>to". */
+  private blocked = new Set<string>();
+
+  // Checkers' global knowledge.
+  private readonly leaderOfTerm = new Map<number, NodeId>();
+  private readonly entryAt = new Map<string, { digest: number; prevTerm: number | undefined }>();
+  private readonly appliedAt: ({ term: number; digest: number } | undefined)[] = [];
+
+  // Clients.
+  private readonly history: HistoryOp[] = [];
+  private nextOpId = 1;
+  private nextReadContext = 1;
+  private readonly pendingWrites = new Map<number, PendingWrite>();
+  private readonly pendingReads: PendingRead[] = [];
+  private readonly keys: string[];
+  private readonly clientCount: number;
+  private nextSpareId = 0;
+
+  constructor(private readonly opts: SimOptions) {
+    this.rng = new Prng(opts.seed);
+    this.traceLimit = opts.traceLimit ?? 400;
+    this.dropRate = this.rng.pick([0, 0.01, 0.05, 0.1]);
+    this.dupRate = this.rng.pick([0, 0.02, 0.05]);
+    this.maxDelay = this.rng.pick([2, 5, 10, 18]);
+    this.keys = Array.from({ length: opts.keys ?? 3 }, (_, i) => `k${i}`);
+    this.clientCount = opts.clients ?? 4;
+    const ids = Array.from({ length: opts.nodes }, (_, i) => `n${i + 1}`);
+    for (const id of ids) {
+      const n = new SimNode(id);
+      const boot = bootstrapEntries(ids);
+      n.storage.append(boot);
+      n.storage.setHardState({ term: 1, vote: "", commit: boot.length });
+      this.nodes.set(id, n);
+      this.startNode(n);
+    }
+  }
+
+  run(): SimResult {
+    const faultTime = this.opts.faultTime ?? 6000;
+    try {
+      for (const n of this.nodes.values()) this.scheduleTick(n, this.rng.int(1, TICK));
+      for (let c = 0; c < this.clientCount; c++) this.scheduleClient(c, this.rng.int(50, 300));
+      this.scheduleFault(this.rng.int(100, 400), faultTime);
+      this.runUntil(faultTime);
+      this.heal();
+      this.checkRecovery(faultTime);
+      this.finishClients();
+      const lin = checkLinearizable(this.history);
+      if (!lin.ok) throw new SafetyViolation(`history is not linearizable on key ${lin.key}: ${lin.explanation}`);
+      this.stats.time = this.now;
+      return { seed: this.opts.seed, ok: true, trace: this.trace, stats: this.stats };
+    } catch (err) {
+      this.stats.time = this.now;
+      const e = err as Error;
+      return { seed: this.opts.seed, ok: false, error: `${e.name}: ${e.message}${e instanceof SafetyViolation ? "" : `\n${e.stack ?? ""}`}`, trace: this.trace, stats: this.stats };
+    }
+  }
+
+  // ---- event loop --------------------------------------------------------------------------
+
+  private runUntil(t: number, stop?: () => boolean): void {
+    for (;;) {
+      if (stop?.()) return;
+      const ev = this.queue.pop();
+      if (!ev) return;
+      if (ev.time > t) {
+        this.queue.push(ev.time, ev.run);
+        this.now = t;
+        return;
+      }
+      this.now = ev.time;
+      ev.run();
+    }
+  }
+
+  private at(delay: number, run: () => void): void {
+    this.queue.push(this.now + delay, run);
+  }
+
+  private note(line: string): void {
+    const l = `${String(this.now).padStart(6)} ${line}`;
+    this.trace.push(l);
+    if (this.trace.length > this.traceLimit) this.trace.shift();
+    this.opts.onTrace?.(l);
+  }
+
+  // ---- nodes -------------------------------------------------------------------------------
+
+  private startNode(n: SimNode): void {
+    n.fsm = n.fsmDurable.clone();
+    n.lastApplied = n.fsm.applied;
+    n.core = new RaftCore({
+      id: n.id,
+      storage: n.storage,
+      electionTick: ELECTION_TICK,
+      heartbeatTick: HEARTBEAT_TICK,
+      random: () => this.rng.float(),
+      maxSizePerMsg: 4096,
+      maxInflightMsgs: 8,
+      applied: n.fsm.applied,
+      logger: (line) => this.note(line),
+    });
+  }
+
+  private scheduleTick(n: SimNode, delay: number): void {
+    this.at(delay, () => {
+      if (n.core) {
+        n.core.tick();
+        this.process(n);
+      }
+      this.scheduleTick(n, TICK);
+    });
+  }
+
+  private crash(n: SimNode, why: string): void {
+    if (!n.core) return;
+    this.note(`CRASH ${n.id} (${why}) term=${n.core.term} state=${raftStateName(n.core.state)}`);
+    n.core = null;
+    this.stats.crashes++;
+  }
+
+  private restart(n: SimNode): void {
+    if (n.core) return;
+    this.startNode(n);
+    this.note(`RESTART ${n.id} term=${n.core!.term} applied=${n.fsm.applied} commit=${n.core!.log.committed} last=${n.storage.lastIndex()}`);
+    this.process(n);
+  }
+
+  /** Drains the node's ready() batches, acting as the node layer does. */
+  private process(n: SimNode): void {
+    while (n.core && n.core.hasReady()) {
+      const core = n.core;
+      const rd = core.ready();
+      for (const m of rd.messages) this.send(m);
+      // A crash in the middle of a ready: messages sent before persisting, nothing persisted.
+      if (this.faultsOn && this.rng.chance(0.0005)) {
+        this.crash(n, "before persisting a ready");
+        return;
+      }
+      if (rd.snapshot) n.storage.applySnapshot(rd.snapshot);
+      if (rd.entries.length > 0) {
+        n.storage.append(rd.entries);
+        this.recordPersistedEntries(n, rd.entries);
+      }
+      if (rd.hardState) {
+        const prev = n.storage.hardState;
+        if (rd.hardState.term < prev.term) throw new SafetyViolation(`${n.id} term went back from ${prev.term} to ${rd.hardState.term}`);
+        if (rd.hardState.term === prev.term && prev.vote !== "" && rd.hardState.vote !== prev.vote) {
+          throw new SafetyViolation(`${n.id} changed its vote in term ${prev.term} from ${prev.vote} to ${rd.hardState.vote}`);
+        }
+        n.storage.setHardState(rd.hardState);
+      }
+      for (const m of rd.messagesAfterPersist) this.send(m);
+      if (rd.snapshot) {
+        n.fsm = KvStateMachine.decode(rd.snapshot.data);
+        if (n.fsm.applied !== rd.snapshot.meta.index) throw new SafetyViolation(`snapshot data at ${n.fsm.applied} but meta at ${rd.snapshot.meta.index}`);
+        n.fsmDurable = n.fsm.clone();
+        n.lastApplied = rd.snapshot.meta.index;
+        this.note(`${n.id} restored snapshot at ${rd.snapshot.meta.index}`);
+      }
+      for (const e of rd.committedEntries) this.applyEntry(n, e.index, e.term, e.type, e.data);
+      for (const rs of rd.readStates) {
+        const r = this.pendingReads.find((p) => p.node === n.id && p.context === rs.context);
+        if (r) r.index = rs.index;
+      }
+      core.advance();
+      this.serveReads(n);
+      this.maybeSnapshot(n);
+      if (this.rng.chance(0.3)) n.fsmDurable = n.fsm.clone();
+      this.checkNode(n);
+    }
+  }
+
+  private applyEntry(n: SimNode, index: number, term: number, type: EntryType, data: Uint8Array): void {
+    if (index !== n.lastApplied + 1) throw new SafetyViolation(`${n.id} applied ${index} after ${n.lastApplied}`);
+    n.lastApplied = index;
+    const d = digest(type, data);
+    const known = this.appliedAt[index];
+    if (known && (known.term !== term || known.digest !== d)) {
+      throw new SafetyViolation(`state machine safety: ${n.id} applied (index ${index}, term ${term}) but another node applied term ${known.term} there`);
+    }
+    if (!known) this.appliedAt[index] = { term, digest: d };
+    this.stats.maxCommit = Math.max(this.stats.maxCommit, index);
+    if (type !== EntryType.Normal) {
+      n.fsm.applied = index;
+      return;
+    }
+    const cmd = n.fsm.apply(index, data);
+    if (!cmd) return;
+    const w = this.pendingWrites.get(cmd.opId);
+    if (w && w.node === n.id) {
+      this.pendingWrites.delete(cmd.opId);
+      w.hop.complete = this.now;
+      w.hop.result = null;
+      this.stats.opsOk++;
+    }
+  }
+
+  private maybeSnapshot(n: SimNode): void {
+    const core = n.core!;
+    const applied = core.log.applied;
+    if (applied - (n.storage.firstIndex() - 1) < SNAPSHOT_THRESHOLD) return;
+    if (n.fsm.applied !== applied) throw new SafetyViolation(`${n.id} fsm applied ${n.fsm.applied} but core applied ${applied}`);
+    n.storage.createSnapshot(applied, core.confAt(applied), n.fsm.encode());
+    n.fsmDurable = n.fsm.clone();
+    const compactTo = applied - TRAILING_LOGS;
+    if (compactTo >= n.storage.firstIndex()) n.storage.compact(compactTo);
+  }
+
+  // ---- network -----------------------------------------------------------------------------
+
+  private send(m: Message): void {
+    this.stats.messages++;
+    if (this.faultsOn && (this.blocked.has(`${m.from}>${m.to}`) || this.rng.chance(this.dropRate))) {
+      this.stats.dropped++;
+      this.onDropped(m);
+      return;
+    }
+    const copies = this.faultsOn && this.rng.chance(this.dupRate) ? 2 : 1;
+    for (let i = 0; i < copies; i++) {
+      this.at(this.rng.int(1, this.maxDelay), () => this.deliver(m));
+    }
+  }
+
+  private onDropped(m: Message): void {
+    if (m.snapshot) {
+      // The node layer learns a snapshot transfer failed and tells the core.
+      const from = this.nodes.get(m.from);
+      this.at(this.rng.int(20, 60), () => {
+        if (from?.core) {
+          from.core.reportSnapshot(m.to, false);
+          this.process(from);
+        }
+      });
+    }
+  }
+
+  private deliver(m: Message): void {
+    const to = this.nodes.get(m.to);
+    if (this.faultsOn && this.blocked.has(`${m.from}>${m.to}`)) {
+      this.stats.dropped++;
+      this.onDropped(m);
+      return;
+    }
+    if (!to?.core) {
+      this.onDropped(m);
+      return;
+    }
+    if (m.snapshot) this.stats.snapshotsSent++;
+    to.core.step(m);
+    this.process(to);
+    if (m.snapshot) {
+      const from = this.nodes.get(m.from);
+      if (from?.core) {
+        from.core.reportSnapshot(m.to, true);
+        this.process(from);
+      }
+    }
+  }
+
+  // ---- checks ------------------------------------------------------------------------------
+
+  private recordPersistedEntries(n: SimNode, entries: readonly { index: number; term: number; type: EntryType; data: Uint8Array }[]): void {
+    for (const e of entries) {
+      const key = `${e.index}:${e.term}`;
+      const d = digest(e.type, e.data);
+      const prevTerm = n.storage.term(e.index - 1);
+      const known = this.entryAt.get(key);
+      if (known) {
+        if (known.digest !== d) throw new SafetyViolation(`log matching: two different entries at index ${e.index} term ${e.term} (${n.id})`);
+        if (known.prevTerm !== undefined && prevTerm !== undefined && known.prevTerm !== prevTerm) {
+          throw new SafetyViolation(`log matching: entry ${e.index}/${e.term} on ${n.id} follows term ${prevTerm}, elsewhere term ${known.prevTerm}`);
+        }
+        if (known.prevTerm === undefined && prevTerm !== undefined) known.prevTerm = prevTerm;
+      } else {
+        this.entryAt.set(key, { digest: d, prevTerm });
+      }
+    }
+  }
+
+  private checkNode(n: SimNode): void {
+    const core = n.core;
+    if (!core) return;
+    if (core.state === RaftState.Leader) {
+      const other = this.leaderOfTerm.get(core.term);
+      if (other !== undefined && other !== n.id) {
+        throw new SafetyViolation(`election safety: ${other} and ${n.id} are both leaders of term ${core.term}`);
+      }
+      if (other === undefined) {
+        this.leaderOfTerm.set(core.term, n.id);
+        this.stats.leadersElected++;
+        this.note(`LEADER ${n.id} term=${core.term} last=${core.log.lastIndex()} commit=${core.log.committed}`);
+        this.checkLeaderCompleteness(n);
+      }
+    }
+  }
+
+  /** Every entry anyone has applied must be in a new leader's log. */
+  private checkLeaderCompleteness(n: SimNode): void {
+    const log = n.core!.log;
+    const first = log.firstIndex();
+    for (let i = first; i < this.appliedAt.length; i++) {
+      const a = this.appliedAt[i];
+      if (!a) continue;
+      const t = log.term(i);
+      if (t !== a.term) {
+        throw new SafetyViolation(`leader completeness: new leader ${n.id} of term ${n.core!.term} has term ${t} at ${i}, but term ${a.term} was committed there`);
+      }
+    }
+  }
+
+  // ---- clients -----------------------------------------------------------------------------
+
+  private liveNodes(): SimNode[] {
+    return [...this.nodes.values()].filter((n) => n.alive);
+  }
+
+  private leader(): SimNode | undefined {
+    let best: SimNode | undefined;
+    for (const n of this.nodes.values()) {
+      if (n.core?.state === RaftState.Leader && (!best || n.core.term > best.core!.term)) best = n;
+    }
+    return best;
+  }
+
+  private scheduleClient(client: number, delay: number): void {
+    this.at(delay, () => {
+      if (!this.faultsOn && this.now > (this.opts.faultTime ?? 6000) + 3000) return;
+      this.clientOp(client);
+      this.scheduleClient(client, this.rng.int(5, 80));
+    });
+  }
+
+  private clientOp(client: number): void {
+    const key = this.rng.pick(this.keys);
+    const r = this.rng.float();
+    const nodes = [...this.nodes.values()];
+    // Usually the client finds the leader; sometimes it asks whoever it picks.
+    const target = this.rng.chance(0.7) ? (this.leader() ?? this.rng.pick(nodes)) : this.rng.pick(nodes);
+    if (r < 0.45) this.clientRead(client, key, target);
+    else this.clientWrite(client, key, target, r < 0.9 ? "put" : "delete");
+  }
+
+  private clientWrite(client: number, key: string, target: SimNode, kind: "put" | "delete"): void {
+    if (!target.core) return;
+    const opId = this.nextOpId++;
+    const value = `v${opId}`;
+    const data = encodeCommand(kind === "put" ? { kind, opId, key, value } : { kind, opId, key });
+    try {
+      target.core.propose(data);
+    } catch (err) {
+      if (err instanceof ProposalDroppedError) {
+        this.stats.opsFailed++;
+        return;
+      }
+      throw err;
+    }
+    const hop: HistoryOp = { id: opId, client, op: kind === "put" ? { kind, key, value } : { kind, key }, invoke: this.now, complete: null, result: null };
+    this.history.push(hop);
+    this.pendingWrites.set(opId, { hop, node: target.id, deadline: this.now + OP_TIMEOUT });
+    this.at(OP_TIMEOUT, () => {
+      if (this.pendingWrites.delete(opId)) this.stats.opsIndeterminate++;
+    });
+    this.process(target);
+  }
+
+  private clientRead(client: number, key: string, target: SimNode): void {
+    if (!target.core) return;
+    const context = this.nextReadContext++;
+    if (!target.core.readIndex(context)) {
+      this.stats.opsFailed++;
+      return;
+    }
+    const hop: HistoryOp = { id: this.nextOpId++, client, op: { kind: "get", key }, invoke: this.now, complete: null, result: null };
+    this.history.push(hop);
+    const r: PendingRead = { hop, node: target.id, context, index: null, deadline: this.now + OP_TIMEOUT };
+    this.pendingReads.push(r);
+    this.at(OP_TIMEOUT, () => {
+      const i = this.pendingReads.indexOf(r);
+      if (i >= 0) {
+        this.pendingReads.splice(i, 1);
+        this.stats.opsIndeterminate++;
+      }
+    });
+    this.process(target);
+  }
+
+  private serveReads(n: SimNode): void {
+    for (let i = 0; i < this.pendingReads.length; ) {
+      const r = this.pendingReads[i]!;
+      if (r.node === n.id && r.index !== null && n.core && n.core.log.applied >= r.index) {
+        if (r.hop.op.kind !== "get") throw new Error("read op is not a get");
+        r.hop.result = n.fsm.data.get(r.hop.op.key) ?? null;
+        r.hop.complete = this.now;
+        this.stats.opsOk++;
+        this.pendingReads.splice(i, 1);
+      } else i++;
+    }
+  }
+
+  private finishClients(): void {
+    // Whatever is still pending is indeterminate (complete stays null).
+    this.stats.opsIndeterminate += this.pendingWrites.size + this.pendingReads.length;
+    this.pendingWrites.clear();
+    this.pendingReads.length = 0;
+  }
+
+  // ---- faults ------------------------------------------------------------------------------
+
+  private scheduleFault(delay: number, until: number): void {
+    this.at(delay, () => {
+      if (this.now >= until) return;
+      this.injectFault();
+      this.scheduleFault(this.rng.int(80, 500), until);
+    });
+  }
+
+  private injectFault(): void {
+    const all = [...this.nodes.values()];
+    const kind = this.rng.int(0, this.opts.noMembership ? 6 : 8);
+    switch (kind) {
+      case 0:
+      case 1: {
+        // Crash a node (often the leader) and bring it back later.
+        const victim = this.rng.chance(0.5) ? (this.leader() ?? this.rng.pick(all)) : this.rng.pick(all);
+        this.crash(victim, "fault");
+        this.at(this.rng.int(50, 1500), () => this.restart(victim));
+        return;
+      }
+      case 2: {
+        // Symmetric partition into two sides.
+        const side = new Set(all.filter(() => this.rng.chance(0.5)).map((n) => n.id));
+        this.partition((a, b) => side.has(a) !== side.has(b), "split " + [...side].join(","));
+        return;
+      }
+      case 3: {
+        // Isolate the leader.
+        const l = this.leader();
+        if (!l) return;
+        this.partition((a, b) => a === l.id || b === l.id, `isolate leader ${l.id}`);
+        return;
+      }
+      case 4: {
+        // Asymmetric: a node can send but not receive (or the reverse).
+        const v = this.rng.pick(all).id;
+        const inbound = this.rng.chance(0.5);
+        this.partition((a, b) => (inbound ? b === v : a === v), `${v} ${inbound ? "deaf" : "mute"}`);
+        return;
+      }
+      case 5: {
+        // A bridge: two groups that cannot talk except through one node.
+        if (all.length < 3) return;
+        const bridge = this.rng.pick(all).id;
+        const side = new Set(all.filter((n) => n.id !== bridge && this.rng.chance(0.5)).map((n) => n.id));
+        this.partition((a, b) => a !== bridge && b !== bridge && side.has(a) !== side.has(b), `bridge ${bridge}`);
+        return;
+      }
+      case 6: {
+        const l = this.leader();
+        if (!l) return;
+        const voters = l.core!.conf().voters.filter((v) => v !== l.id);
+        if (voters.length === 0) return;
+        const to = this.rng.pick(voters);
+        this.note(`TRANSFER ${l.id} -> ${to}`);
+        this.stats.transfers++;
+        l.core!.transferLeadership(to);
+        this.process(l);
+        return;
+      }
+      default:
+        this.changeMembership();
+    }
+  }
+
+  private partition(cut: (a: NodeId, b: NodeId) => boolean, what: string): void {
+    const ids = [...this.nodes.keys()];
+    const links: string[] = [];
+    for (const a of ids) for (const b of ids) if (a !== b && cut(a, b)) links.push(`${a}>${b}`);
+    for (const l of links) this.blocked.add(l);
+    this.stats.partitions++;
+    this.note(`PARTITION ${what} (${links.length} links)`);
+    this.at(this.rng.int(100, 1500), () => {
+      for (const l of links) this.blocked.delete(l);
+      this.note(`HEAL ${what}`);
+    });
+  }
+
+  private changeMembership(): void {
+    const l = this.leader();
+    if (!l?.core) return;
+    const conf = l.core.conf();
+    const r = this.rng.float();
+    let change: { type: ConfChangeType; nodeId: NodeId };
+    if (conf.learners.length > 0 && r < 0.5) {
+      change = { type: ConfChangeType.AddVoter, nodeId: this.rng.pick(conf.learners) };
+    } else if (r < 0.75 && conf.voters.length + conf.learners.length < 7) {
+      const id = `s${++this.nextSpareId}`;
+      const n = new SimNode(id);
+      this.nodes.set(id, n);
+      this.startNode(n);
+      this.scheduleTick(n, this.rng.int(1, TICK));
+      change = { type: this.rng.chance(0.7) ? ConfChangeType.AddLearner : ConfChangeType.AddVoter, nodeId: id };
+    } else if (conf.voters.length > 2) {
+      change = { type: ConfChangeType.RemoveNode, nodeId: this.rng.pick(conf.voters) };
+    } else return;
+    try {
+      l.core.proposeConfChange({ ...change, context: new Uint8Array(0) });
+      this.stats.confChanges++;
+      this.note(`CONF ${l.id} proposes ${CONF_CHANGE_NAMES[change.type]} ${change.nodeId}`);
+      this.process(l);
+    } catch (err) {
+      if (!(err instanceof ProposalDroppedError)) throw err;
+    }
+  }
+
+  private heal(): void {
+    this.faultsOn = false;
+    this.blocked.clear();
+    this.note("HEAL ALL: faults stop, every node restarts");
+    for (const n of this.nodes.values()) if (!n.alive) this.restart(n);
+  }
+
+  /** Once faults stop, a leader must emerge, commit a new write, and every member catch up. */
+  private checkRecovery(faultTime: number): void {
+    const deadline = faultTime + 4000;
+    let marker: { node: SimNode; index: number; term: number } | null = null;
+    const done = (): boolean => {
+      const l = this.leader();
+      if (!l?.core) return false;
+      if (!marker || marker.node !== l || marker.term !== l.core.term) {
+        try {
+          const p = l.core.propose(new Uint8Array(0));
+          marker = { node: l, ...p };
+          this.process(l);
+        } catch {
+          return false;
+        }
+      }
+      if (l.core.log.applied < marker.index) return false;
+      const conf = l.core.conf();
+      for (const id of [...conf.voters, ...conf.learners]) {
+        const n = this.nodes.get(id);
+        if (!n?.core || n.core.log.applied < marker.index) return false;
+      }
+      return true;
+    };
+    this.runUntil(deadline, done);
+    if (!done()) {
+      const states = [...this.nodes.values()].map((n) => n.core ? `${n.id}:${raftStateName(n.core.state)} t${n.core.term} commit=${n.core.log.committed} applied=${n.core.log.applied} last=${n.core.log.lastIndex()} conf=${n.core.conf().voters.join("+")}/${n.core.conf().learners.join("+")}` : `${n.id}:down`);
+      throw new SafetyViolation(`no progress ${deadline - faultTime} time units after faults stopped: ${states.join("; ")}`);
+    }
+    this.note(`RECOVERED: ${this.leader()!.id} leads, all members applied the marker`);
+  }
+}
+
+export function runSimulation(opts: SimOptions): SimResult {
+  return new Simulation(opts).run();
+}
+
+export function describeMessage(m: Message): string {
+  return `${messageTypeName(m.type)} ${m.from}->${m.to} t${m.term} i${m.index} lt${m.logTerm} n${m.entries.length} c${m.commit}${m.reject ? " reject" : ""}`;
+}
