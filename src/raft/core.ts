@@ -527,7 +527,9 @@ export class RaftCore {
 
   private tickElection(): void {
     this.electionElapsed++;
-    if (this.electionElapsed >= this.randomizedElectionTimeout) {
+    // A node that cannot campaign keeps counting, so its leader lease runs out and it will
+    // answer the votes of a configuration it has not heard of yet.
+    if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
       this.electionElapsed = 0;
       this.hup(false);
     }
