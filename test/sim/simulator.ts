@@ -4,7 +4,7 @@
 // Raft's safety properties are checked after every event; the client history is checked for
 // linearizability at the end, and the healed cluster must make progress.
 
-import { ProposalDroppedError, RaftCore, RaftState, bootstrapEntries, raftStateName } from "../../src/raft/core.ts";
+import { ProposalDroppedError, RaftCore, RaftState, type Ready, bootstrapEntries, raftStateName } from "../../src/raft/core.ts";
 import { ConfChangeType, EntryType, type Message, type NodeId, messageTypeName } from "../../src/raft/messages.ts";
 import { MemoryStorage } from "../../src/raft/storage.ts";
 import { type HistoryOp, checkLinearizable } from "./linearizability.ts";
@@ -93,7 +93,8 @@ class SimNode {
   fsmDurable = new KvStateMachine();
   /** Last index this incarnation applied, to check applies come in order. */
   lastApplied = 0;
-  wasLeaderTerm = 0;
+  /** A ready is being written to disk; no other ready is taken until it is done. */
+  persisting = false;
 
   constructor(readonly id: NodeId) {}
 
@@ -181,6 +182,8 @@ export class Simulation {
   private readonly dropRate: number;
   private readonly dupRate: number;
   private readonly maxDelay: number;
+  /** Upper bound of the virtual time one ready's disk write takes (0: instantaneous). */
+  private readonly diskDelay: number;
   private faultsOn = true;
   /** Links that are cut: "from>to". */
   private blocked = new Set<string>();
@@ -206,6 +209,7 @@ export class Simulation {
     this.dropRate = this.rng.pick([0, 0.01, 0.05, 0.1]);
     this.dupRate = this.rng.pick([0, 0.02, 0.05]);
     this.maxDelay = this.rng.pick([2, 5, 10, 18]);
+    this.diskDelay = this.rng.pick([0, 0, 3, 8]);
     this.keys = Array.from({ length: opts.keys ?? 3 }, (_, i) => `k${i}`);
     this.clientCount = opts.clients ?? 4;
     const ids = Array.from({ length: opts.nodes }, (_, i) => `n${i + 1}`);
@@ -271,6 +275,7 @@ export class Simulation {
   // ---- nodes -------------------------------------------------------------------------------
 
   private startNode(n: SimNode): void {
+    n.persisting = false;
     n.fsm = n.fsmDurable.clone();
     n.lastApplied = n.fsm.applied;
     n.core = new RaftCore({
@@ -310,49 +315,68 @@ export class Simulation {
     this.process(n);
   }
 
-  /** Drains the node's ready() batches, acting as the node layer does. */
+  /**
+   * Drains the node's ready() batches, acting as the node layer does. With a disk delay, the
+   * write of a ready takes virtual time: messages keep arriving and are stepped meanwhile, and
+   * a crash before the write completes loses all of it.
+   */
   private process(n: SimNode): void {
-    while (n.core && n.core.hasReady()) {
+    this.checkNode(n);
+    while (n.core && !n.persisting && n.core.hasReady()) {
       const core = n.core;
       const rd = core.ready();
       for (const m of rd.messages) this.send(m);
+      if (this.diskDelay > 0) {
+        n.persisting = true;
+        this.at(this.rng.int(1, this.diskDelay), () => {
+          if (n.core !== core) return; // crashed meanwhile: nothing of this ready reached the disk
+          n.persisting = false;
+          this.finishReady(n, core, rd);
+          this.process(n);
+        });
+        return;
+      }
       // A crash in the middle of a ready: messages sent before persisting, nothing persisted.
-      if (this.faultsOn && this.rng.chance(0.0005)) {
+      if (this.faultsOn && this.rng.chance(0.002)) {
         this.crash(n, "before persisting a ready");
         return;
       }
-      if (rd.snapshot) n.storage.applySnapshot(rd.snapshot);
-      if (rd.entries.length > 0) {
-        n.storage.append(rd.entries);
-        this.recordPersistedEntries(n, rd.entries);
-      }
-      if (rd.hardState) {
-        const prev = n.storage.hardState;
-        if (rd.hardState.term < prev.term) throw new SafetyViolation(`${n.id} term went back from ${prev.term} to ${rd.hardState.term}`);
-        if (rd.hardState.term === prev.term && prev.vote !== "" && rd.hardState.vote !== prev.vote) {
-          throw new SafetyViolation(`${n.id} changed its vote in term ${prev.term} from ${prev.vote} to ${rd.hardState.vote}`);
-        }
-        n.storage.setHardState(rd.hardState);
-      }
-      for (const m of rd.messagesAfterPersist) this.send(m);
-      if (rd.snapshot) {
-        n.fsm = KvStateMachine.decode(rd.snapshot.data);
-        if (n.fsm.applied !== rd.snapshot.meta.index) throw new SafetyViolation(`snapshot data at ${n.fsm.applied} but meta at ${rd.snapshot.meta.index}`);
-        n.fsmDurable = n.fsm.clone();
-        n.lastApplied = rd.snapshot.meta.index;
-        this.note(`${n.id} restored snapshot at ${rd.snapshot.meta.index}`);
-      }
-      for (const e of rd.committedEntries) this.applyEntry(n, e.index, e.term, e.type, e.data);
-      for (const rs of rd.readStates) {
-        const r = this.pendingReads.find((p) => p.node === n.id && p.context === rs.context);
-        if (r) r.index = rs.index;
-      }
-      core.advance();
-      this.serveReads(n);
-      this.maybeSnapshot(n);
-      if (this.rng.chance(0.3)) n.fsmDurable = n.fsm.clone();
-      this.checkNode(n);
+      this.finishReady(n, core, rd);
     }
+  }
+
+  private finishReady(n: SimNode, core: RaftCore, rd: Ready): void {
+    if (rd.snapshot) n.storage.applySnapshot(rd.snapshot);
+    if (rd.entries.length > 0) {
+      n.storage.append(rd.entries);
+      this.recordPersistedEntries(n, rd.entries);
+    }
+    if (rd.hardState) {
+      const prev = n.storage.hardState;
+      if (rd.hardState.term < prev.term) throw new SafetyViolation(`${n.id} term went back from ${prev.term} to ${rd.hardState.term}`);
+      if (rd.hardState.term === prev.term && prev.vote !== "" && rd.hardState.vote !== prev.vote) {
+        throw new SafetyViolation(`${n.id} changed its vote in term ${prev.term} from ${prev.vote} to ${rd.hardState.vote}`);
+      }
+      n.storage.setHardState(rd.hardState);
+    }
+    for (const m of rd.messagesAfterPersist) this.send(m);
+    if (rd.snapshot) {
+      n.fsm = KvStateMachine.decode(rd.snapshot.data);
+      if (n.fsm.applied !== rd.snapshot.meta.index) throw new SafetyViolation(`snapshot data at ${n.fsm.applied} but meta at ${rd.snapshot.meta.index}`);
+      n.fsmDurable = n.fsm.clone();
+      n.lastApplied = rd.snapshot.meta.index;
+      this.note(`${n.id} restored snapshot at ${rd.snapshot.meta.index}`);
+    }
+    for (const e of rd.committedEntries) this.applyEntry(n, e.index, e.term, e.type, e.data);
+    for (const rs of rd.readStates) {
+      const r = this.pendingReads.find((p) => p.node === n.id && p.context === rs.context);
+      if (r) r.index = rs.index;
+    }
+    core.advance();
+    this.serveReads(n);
+    this.maybeSnapshot(n);
+    if (this.rng.chance(0.3)) n.fsmDurable = n.fsm.clone();
+    this.checkNode(n);
   }
 
   private applyEntry(n: SimNode, index: number, term: number, type: EntryType, data: Uint8Array): void {
