@@ -1,0 +1,61 @@
+// LMDB trusts its files: opening a file that is not an LMDB environment, or one cut short,
+// can crash the process. Before opening, we check the two meta pages ourselves and refuse
+// with an error that names the file.
+//
+// Meta page layout (lmdb-js's LMDB): a 24-byte page header, then MDB_meta: magic u32
+// 0xBEEFC0DE at 0x18, version u32, address u64, mapsize u64, two MDB_db records of 48 bytes
+// (the free-list one stores the page size in its first u32, at 0x30), last page u64 at 0x90,
+// transaction id u64 at 0x98. The meta with the larger transaction id is the current one.
+
+import { closeSync, existsSync, fstatSync, openSync, readSync } from "node:fs";
+
+const MAGIC = 0xbeefc0de;
+
+export class LmdbFileError extends Error {
+  constructor(readonly path: string, detail: string) {
+    super(`${path}: ${detail}; refusing to open it (restore the file from a good copy, or remove it to let this node resync from the cluster)`);
+    this.name = "LmdbFileError";
+  }
+}
+
+interface Meta {
+  pageSize: number;
+  lastPage: number;
+  txnId: number;
+}
+
+function readMeta(buf: Buffer, at: number): Meta | null {
+  if (buf.byteLength < at + 0xa0) return null;
+  if (buf.readUInt32LE(at + 0x18) !== MAGIC) return null;
+  return {
+    pageSize: buf.readUInt32LE(at + 0x30),
+    lastPage: Number(buf.readBigUInt64LE(at + 0x90)),
+    txnId: Number(buf.readBigUInt64LE(at + 0x98)),
+  };
+}
+
+/** Throws LmdbFileError unless `path` is absent or a plausible, complete LMDB data file. */
+export function checkLmdbFile(path: string): void {
+  if (!existsSync(path)) return;
+  const fd = openSync(path, "r");
+  try {
+    const size = fstatSync(fd).size;
+    if (size === 0) throw new LmdbFileError(path, "the file is empty (truncated)");
+    const head = Buffer.alloc(Math.min(size, 0x100));
+    readSync(fd, head, 0, head.byteLength, 0);
+    const m0 = readMeta(head, 0);
+    if (!m0) throw new LmdbFileError(path, "not an LMDB data file (bad magic in the first meta page)");
+    const ps = m0.pageSize;
+    if (ps < 512 || ps > 65536 || (ps & (ps - 1)) !== 0) throw new LmdbFileError(path, `implausible page size ${ps}`);
+    if (size < 2 * ps) throw new LmdbFileError(path, `only ${size} bytes: shorter than its two meta pages`);
+    const second = Buffer.alloc(0x100);
+    readSync(fd, second, 0, second.byteLength, ps);
+    const m1 = readMeta(second, 0);
+    if (!m1) throw new LmdbFileError(path, "the second meta page is damaged");
+    const current = m1.txnId > m0.txnId ? m1 : m0;
+    const needed = (current.lastPage + 1) * ps;
+    if (needed > size) throw new LmdbFileError(path, `the file is ${size} bytes but its data runs to ${needed} (truncated)`);
+  } finally {
+    closeSync(fd);
+  }
+}

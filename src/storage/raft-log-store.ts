@@ -1,0 +1,332 @@
+// The Raft log and hard state on LMDB (the --log-dir). This is the durability of the whole
+// system: save() resolves only once its transaction is on disk, and one save() carries all
+// the entries and the hard state of one ready() (group commit: one fsync for many proposals).
+//
+// Layout (one environment, named databases):
+//   entries:  index (ordered-binary number) -> [type u8][term f64 LE][data]
+//   meta:     "hard"  -> [term f64][commit f64][vote utf-8]
+//             "snap"  -> JSON {index, term, conf}     (rare: on snapshot / compaction)
+//             "compacted" -> [index f64][term f64]    (the entry just before the first one kept)
+//             "peers" -> JSON {id: {raft, grpc}}      (the address book; rare)
+//             "cluster" -> utf-8 cluster id           (set once, at bootstrap or join)
+
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { type Database, type RootDatabase, open } from "lmdb";
+import {
+  type Entry,
+  type EntryType,
+  type HardState,
+  type Snapshot,
+  type SnapshotMeta,
+  emptyHardState,
+} from "../raft/messages.ts";
+import { type InitialState, type Storage, cloneConf, limitSize } from "../raft/storage.ts";
+import { checkLmdbFile } from "./lmdb-file.ts";
+
+export class LogStoreError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "LogStoreError";
+  }
+}
+
+export interface PeerAddress {
+  raft: string;
+  grpc: string;
+}
+
+export interface LogStoreOptions {
+  dir: string;
+  /** Unsafe: do not fsync the log (acknowledged writes may be lost on a machine crash). */
+  noSync?: boolean;
+}
+
+const ENV_FILE = "raft-log.mdb";
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export function encodeEntryValue(e: Entry): Uint8Array {
+  const out = new Uint8Array(9 + e.data.byteLength);
+  out[0] = e.type;
+  new DataView(out.buffer).setFloat64(1, e.term, true);
+  out.set(e.data, 9);
+  return out;
+}
+
+function decodeEntry(index: number, v: Uint8Array): Entry {
+  if (v.byteLength < 9) throw new LogStoreError(`log entry ${index} is ${v.byteLength} bytes, shorter than its header`);
+  const term = new DataView(v.buffer, v.byteOffset, v.byteLength).getFloat64(1, true);
+  return { index, term, type: v[0] as EntryType, data: v.slice(9) };
+}
+
+function encodeHardState(hs: HardState): Uint8Array {
+  const vote = enc.encode(hs.vote);
+  const out = new Uint8Array(16 + vote.byteLength);
+  const dv = new DataView(out.buffer);
+  dv.setFloat64(0, hs.term, true);
+  dv.setFloat64(8, hs.commit, true);
+  out.set(vote, 16);
+  return out;
+}
+
+function decodeHardState(v: Uint8Array): HardState {
+  if (v.byteLength < 16) throw new LogStoreError(`hard state record is ${v.byteLength} bytes, expected at least 16`);
+  const dv = new DataView(v.buffer, v.byteOffset, v.byteLength);
+  return { term: dv.getFloat64(0, true), commit: dv.getFloat64(8, true), vote: dec.decode(v.subarray(16)) };
+}
+
+export class RaftLogStore implements Storage {
+  private readonly env: RootDatabase<Uint8Array, string>;
+  private readonly entriesDb: Database<Uint8Array, number>;
+  private readonly metaDb: Database<Uint8Array, string>;
+  private hard: HardState = emptyHardState();
+  private snap: SnapshotMeta = { index: 0, term: 0, conf: { voters: [], learners: [] } };
+  private compacted = { index: 0, term: 0 };
+  private last = 0;
+  private peerBook = new Map<string, PeerAddress>();
+  private cluster: string | null = null;
+  private closed = false;
+
+  private constructor(readonly dir: string, env: RootDatabase<Uint8Array, string>) {
+    this.env = env;
+    this.entriesDb = env.openDB<Uint8Array, number>({ name: "entries", encoding: "binary" });
+    this.metaDb = env.openDB<Uint8Array, string>({ name: "meta", encoding: "binary" });
+    this.load();
+  }
+
+  static open(opts: LogStoreOptions): RaftLogStore {
+    try {
+      mkdirSync(opts.dir, { recursive: true });
+    } catch (err) {
+      throw new LogStoreError(`cannot create log directory ${opts.dir}: ${(err as Error).message}`);
+    }
+    const path = join(opts.dir, ENV_FILE);
+    try {
+      checkLmdbFile(path);
+    } catch (err) {
+      throw new LogStoreError((err as Error).message);
+    }
+    let env: RootDatabase<Uint8Array, string>;
+    try {
+      env = open<Uint8Array, string>({
+        path,
+        noSubdir: true,
+        maxDbs: 4,
+        encoding: "binary",
+        // The log's promises must mean "on disk": commit waits for the flush.
+        overlappingSync: false,
+        noSync: opts.noSync ?? false,
+      });
+    } catch (err) {
+      throw new LogStoreError(`cannot open Raft log ${path}: ${(err as Error).message}`);
+    }
+    try {
+      return new RaftLogStore(opts.dir, env);
+    } catch (err) {
+      void env.close();
+      if (err instanceof LogStoreError) throw new LogStoreError(`${path}: ${err.message}`);
+      throw new LogStoreError(`cannot read Raft log ${path}: ${(err as Error).message}`);
+    }
+  }
+
+  private load(): void {
+    const hard = this.metaDb.getBinary("hard");
+    if (hard) this.hard = decodeHardState(hard);
+    const snap = this.metaDb.getBinary("snap");
+    if (snap) this.snap = parseSnapMeta(snap);
+    const compacted = this.metaDb.getBinary("compacted");
+    if (compacted) {
+      if (compacted.byteLength !== 16) throw new LogStoreError(`compaction record is ${compacted.byteLength} bytes, expected 16`);
+      const dv = new DataView(compacted.buffer, compacted.byteOffset, 16);
+      this.compacted = { index: dv.getFloat64(0, true), term: dv.getFloat64(8, true) };
+    }
+    const peers = this.metaDb.getBinary("peers");
+    if (peers) {
+      const obj = JSON.parse(dec.decode(peers)) as Record<string, PeerAddress>;
+      this.peerBook = new Map(Object.entries(obj));
+    }
+    const cluster = this.metaDb.getBinary("cluster");
+    if (cluster) this.cluster = dec.decode(cluster);
+    let last = this.compacted.index;
+    for (const key of this.entriesDb.getKeys({ reverse: true, limit: 1 })) last = key;
+    this.last = last;
+    // Every index between the compaction point and the last entry must be present.
+    let expect = this.compacted.index + 1;
+    let count = 0;
+    for (const key of this.entriesDb.getKeys({ start: expect })) {
+      if (key !== expect) throw new LogStoreError(`log is missing entry ${expect} (next stored is ${key})`);
+      expect++;
+      count++;
+      if (count > 1_000_000) break;
+    }
+    if (this.hard.commit > this.last) {
+      throw new LogStoreError(`hard state commits ${this.hard.commit} but the log ends at ${this.last}`);
+    }
+  }
+
+  // ---- Storage (synchronous reads for the core) ---------------------------------------------
+
+  initialState(): InitialState {
+    return { hardState: { ...this.hard }, conf: cloneConf(this.snap.conf) };
+  }
+
+  firstIndex(): number {
+    return this.compacted.index + 1;
+  }
+
+  lastIndex(): number {
+    return this.last;
+  }
+
+  term(i: number): number | undefined {
+    if (i === this.compacted.index) return this.compacted.term;
+    if (i < this.compacted.index || i > this.last) return undefined;
+    const v = this.entriesDb.getBinaryFast(i);
+    if (!v || v.byteLength < 9) return undefined;
+    return new DataView(v.buffer, v.byteOffset, v.byteLength).getFloat64(1, true);
+  }
+
+  entries(lo: number, hi: number, maxBytes: number): Entry[] {
+    if (lo <= this.compacted.index) throw new LogStoreError(`entries from ${lo} are compacted (first index ${this.firstIndex()})`);
+    if (hi > this.last + 1) throw new LogStoreError(`entries up to ${hi - 1} requested, log ends at ${this.last}`);
+    const out: Entry[] = [];
+    let size = 0;
+    for (const { key, value } of this.entriesDb.getRange({ start: lo, end: hi })) {
+      const e = decodeEntry(key, value);
+      size += e.data.byteLength + 24;
+      if (out.length > 0 && size > maxBytes) break;
+      out.push(e);
+    }
+    if (out.length === 0 && hi > lo) throw new LogStoreError(`entries ${lo}..${hi - 1} are missing from the log`);
+    return limitSize(out, maxBytes);
+  }
+
+  snapshot(): Snapshot | null {
+    if (this.snap.index === 0) return null;
+    return { meta: { ...this.snap, conf: cloneConf(this.snap.conf) }, data: new Uint8Array(0) };
+  }
+
+  // ---- writes -------------------------------------------------------------------------------
+
+  hardState(): HardState {
+    return { ...this.hard };
+  }
+
+  peers(): Map<string, PeerAddress> {
+    return new Map(this.peerBook);
+  }
+
+  clusterId(): string | null {
+    return this.cluster;
+  }
+
+  /** Records which cluster this log belongs to (once: at bootstrap, or when joining). */
+  async setClusterId(id: string): Promise<void> {
+    this.assertOpen();
+    if (this.cluster !== null && this.cluster !== id) {
+      throw new LogStoreError(`this log belongs to cluster ${this.cluster}, not ${id}`);
+    }
+    await this.env.transaction(() => this.metaDb.putSync("cluster", enc.encode(id)));
+    this.cluster = id;
+  }
+
+  /** True when nothing was ever stored: a brand-new node. */
+  isEmpty(): boolean {
+    return this.last === 0 && this.snap.index === 0 && this.hard.term === 0;
+  }
+
+  /**
+   * Persists one ready() batch in one transaction; resolves once it is on disk. A snapshot
+   * replaces the whole log; entries overwrite any stored suffix from their first index on.
+   */
+  async save(hard: HardState | null, entries: Entry[], snapshot: SnapshotMeta | null, peers?: Map<string, PeerAddress>): Promise<void> {
+    this.assertOpen();
+    let last = this.last;
+    let compacted = this.compacted;
+    const snapMeta = snapshot ? { index: snapshot.index, term: snapshot.term, conf: cloneConf(snapshot.conf) } : null;
+    await this.env.transaction(() => {
+      if (snapMeta) {
+        for (const key of this.entriesDb.getKeys({ start: compacted.index + 1, end: last + 1 })) this.entriesDb.removeSync(key);
+        compacted = { index: snapMeta.index, term: snapMeta.term };
+        last = snapMeta.index;
+        this.metaDb.putSync("snap", enc.encode(JSON.stringify(snapMeta)));
+        this.metaDb.putSync("compacted", encodeCompacted(compacted));
+      }
+      if (entries.length > 0) {
+        const first = entries[0]!.index;
+        if (first > last + 1) throw new LogStoreError(`append at ${first} leaves a gap after ${last}`);
+        if (first <= compacted.index) throw new LogStoreError(`append at ${first} overwrites compacted entries (through ${compacted.index})`);
+        for (let i = first; i <= last; i++) this.entriesDb.removeSync(i);
+        for (const e of entries) this.entriesDb.putSync(e.index, encodeEntryValue(e));
+        last = entries[entries.length - 1]!.index;
+      }
+      if (hard) this.metaDb.putSync("hard", encodeHardState(hard));
+      if (peers) this.metaDb.putSync("peers", enc.encode(JSON.stringify(Object.fromEntries(peers))));
+    });
+    this.last = last;
+    if (snapMeta) {
+      this.compacted = compacted;
+      this.snap = snapMeta;
+    }
+    if (hard) this.hard = { ...hard };
+    if (peers) this.peerBook = new Map(peers);
+  }
+
+  /**
+   * Records that the state machine is durable at `meta.index` (a snapshot: the FSM is its own
+   * image) and drops entries up to `compactTo` (<= meta.index), keeping trailing entries for
+   * followers that are only a little behind.
+   */
+  async recordSnapshot(meta: SnapshotMeta, compactTo: number): Promise<void> {
+    this.assertOpen();
+    if (meta.index > this.last) throw new LogStoreError(`snapshot at ${meta.index} is beyond the log's last index ${this.last}`);
+    if (compactTo > meta.index) throw new LogStoreError(`cannot compact to ${compactTo}, past the snapshot at ${meta.index}`);
+    const compactTerm = compactTo > this.compacted.index ? this.term(compactTo) : undefined;
+    const snapMeta = { index: meta.index, term: meta.term, conf: cloneConf(meta.conf) };
+    const from = this.compacted.index + 1;
+    // Readers must stop asking for the dropped entries before they disappear, so the
+    // in-memory view moves first; until the commit the entries merely linger on disk.
+    this.snap = snapMeta;
+    if (compactTerm !== undefined) this.compacted = { index: compactTo, term: compactTerm };
+    await this.env.transaction(() => {
+      this.metaDb.putSync("snap", enc.encode(JSON.stringify(snapMeta)));
+      if (compactTerm !== undefined) {
+        for (let i = from; i <= compactTo; i++) this.entriesDb.removeSync(i);
+        this.metaDb.putSync("compacted", encodeCompacted({ index: compactTo, term: compactTerm }));
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.env.close();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new LogStoreError(`Raft log in ${this.dir} is closed`);
+  }
+}
+
+function encodeCompacted(c: { index: number; term: number }): Uint8Array {
+  const out = new Uint8Array(16);
+  const dv = new DataView(out.buffer);
+  dv.setFloat64(0, c.index, true);
+  dv.setFloat64(8, c.term, true);
+  return out;
+}
+
+function parseSnapMeta(v: Uint8Array): SnapshotMeta {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(dec.decode(v));
+  } catch {
+    throw new LogStoreError("snapshot metadata is not valid JSON");
+  }
+  const m = obj as Partial<SnapshotMeta>;
+  if (typeof m.index !== "number" || typeof m.term !== "number" || !m.conf || !Array.isArray(m.conf.voters) || !Array.isArray(m.conf.learners)) {
+    throw new LogStoreError("snapshot metadata is malformed");
+  }
+  return { index: m.index, term: m.term, conf: cloneConf(m.conf) };
+}
