@@ -163,6 +163,7 @@ export class RaftCore {
 
   constructor(cfg: RaftConfig) {
     if (cfg.id === NONE) throw new RaftCoreError("node id must not be empty");
+    if ((cfg.maxInflightMsgs ?? 1) < 1) throw new RaftCoreError(`maxInflightMsgs must be at least 1, got ${cfg.maxInflightMsgs}`);
     if (cfg.heartbeatTick <= 0 || cfg.electionTick <= cfg.heartbeatTick) {
       throw new RaftCoreError(`electionTick (${cfg.electionTick}) must exceed heartbeatTick (${cfg.heartbeatTick}) > 0`);
     }
@@ -623,7 +624,7 @@ export class RaftCore {
       return;
     }
     if (pr.state === ProgressState.Probe) pr.becomeReplicate();
-    else if (pr.state === ProgressState.Snapshot && pr.match >= pr.pendingSnapshot) {
+    else if (pr.state === ProgressState.Snapshot && (pr.match >= pr.pendingSnapshot || pr.match + 1 >= this.log.firstIndex())) {
       pr.becomeProbe();
       pr.becomeReplicate();
     } else if (pr.state === ProgressState.Replicate) pr.inflights.freeLE(m.index);
@@ -638,9 +639,9 @@ export class RaftCore {
     pr.recentActive = true;
     pr.probeSent = false;
     if (pr.state === ProgressState.Replicate && pr.inflights.full()) {
-      // The window is full and nothing came back: free one slot so replication keeps moving.
-      pr.inflights.freeLE(pr.match + 1);
-      if (pr.inflights.full()) pr.becomeProbe();
+      // The window is full and nothing came back: free one slot so replication keeps moving
+      // (if the messages were lost, the follower's rejection of the next one sends us to probe).
+      pr.inflights.freeFirstOne();
     }
     // An empty AppendEntries at the follower's next index finds entries that were lost.
     if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, pr, true);
@@ -699,7 +700,8 @@ export class RaftCore {
         this.hup(true);
         return;
       case MessageType.ReadIndexResp:
-        this.readStates.push({ index: m.index, context: m.context });
+        // Only our leader's answers count; a stray one must not serve someone else's read.
+        if (m.from === this.lead) this.readStates.push({ index: m.index, context: m.context });
         return;
       default:
         return;
@@ -950,8 +952,12 @@ export class RaftCore {
   // ---- plumbing ----------------------------------------------------------------------------
 
   private send(m: Message): void {
+    // A leader's replication traffic may overlap its own fsync (§10.2.1), but only once its
+    // term is durable: a single voter elects itself within one tick, and a crash before that
+    // term reached the disk would let it win the same term again with a different log.
     const immediate =
       this.state === RaftState.Leader &&
+      this.term === this.prevHardState.term &&
       (m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap || m.type === MessageType.TimeoutNow || m.type === MessageType.ReadIndexResp);
     if (immediate) this.msgs.push(m);
     else this.msgsAfterPersist.push(m);

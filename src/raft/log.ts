@@ -179,7 +179,10 @@ export class RaftLog {
   /** Committed entries not yet handed out, up to maxBytes. */
   nextCommitted(maxBytes: number): Entry[] {
     if (!this.hasNextCommitted()) return [];
-    const lo = Math.max(this.applying + 1, this.firstIndex());
+    const lo = this.applying + 1;
+    if (lo < this.firstIndex()) {
+      throw new RaftLogError(`entries from ${lo} were compacted before being applied (first index ${this.firstIndex()})`);
+    }
     return this.slice(lo, this.committed + 1, maxBytes);
   }
 

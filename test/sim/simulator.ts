@@ -93,6 +93,7 @@ class SimNode {
   fsmDurable = new KvStateMachine();
   /** Last index this incarnation applied, to check applies come in order. */
   lastApplied = 0;
+  processScheduled = false;
   /** A ready is being written to disk; no other ready is taken until it is done. */
   persisting = false;
 
@@ -295,7 +296,7 @@ export class Simulation {
     this.at(delay, () => {
       if (n.core) {
         n.core.tick();
-        this.process(n);
+        this.processSoon(n);
       }
       this.scheduleTick(n, TICK);
     });
@@ -313,6 +314,23 @@ export class Simulation {
     this.startNode(n);
     this.note(`RESTART ${n.id} term=${n.core!.term} applied=${n.fsm.applied} commit=${n.core!.log.committed} last=${n.storage.lastIndex()}`);
     this.process(n);
+  }
+
+  /**
+   * Like the real node's setImmediate batching: what happens to a node within a short while
+   * (a tick, messages, client proposals) often lands in one ready().
+   */
+  private processSoon(n: SimNode): void {
+    if (!this.rng.chance(0.5)) {
+      this.process(n);
+      return;
+    }
+    if (n.processScheduled) return;
+    n.processScheduled = true;
+    this.at(this.rng.int(0, 3), () => {
+      n.processScheduled = false;
+      this.process(n);
+    });
   }
 
   /**
@@ -337,7 +355,7 @@ export class Simulation {
         return;
       }
       // A crash in the middle of a ready: messages sent before persisting, nothing persisted.
-      if (this.faultsOn && this.rng.chance(0.002)) {
+      if (this.faultsOn && this.rng.chance(0.01)) {
         this.crash(n, "before persisting a ready");
         return;
       }
@@ -456,7 +474,7 @@ export class Simulation {
     }
     if (m.snapshot) this.stats.snapshotsSent++;
     to.core.step(m);
-    this.process(to);
+    this.processSoon(to);
     if (m.snapshot) {
       const from = this.nodes.get(m.from);
       if (from?.core) {
@@ -569,7 +587,7 @@ export class Simulation {
     this.at(OP_TIMEOUT, () => {
       if (this.pendingWrites.delete(opId)) this.stats.opsIndeterminate++;
     });
-    this.process(target);
+    this.processSoon(target);
   }
 
   private clientRead(client: number, key: string, target: SimNode): void {
@@ -590,7 +608,7 @@ export class Simulation {
         this.stats.opsIndeterminate++;
       }
     });
-    this.process(target);
+    this.processSoon(target);
   }
 
   private serveReads(n: SimNode): void {

@@ -3,7 +3,7 @@
 
 import { describe, expect, test } from "bun:test";
 import { ProposalDroppedError, RaftCore, RaftState, bootstrapEntries } from "../../src/raft/core.ts";
-import { ConfChangeType, type Entry, EntryType, type Message, MessageType, type NodeId } from "../../src/raft/messages.ts";
+import { ConfChangeType, type Entry, EntryType, type Message, MessageType, type NodeId, encodeConfChange } from "../../src/raft/messages.ts";
 import { MemoryStorage } from "../../src/raft/storage.ts";
 
 const enc = new TextEncoder();
@@ -166,6 +166,38 @@ describe("election", () => {
     expect(rd.messages.filter((m) => m.type === MessageType.Vote)).toEqual([]);
     expect(rd.messagesAfterPersist.filter((m) => m.type === MessageType.Vote).length).toBe(2);
     a.advance();
+  });
+
+  test("a single voter sends nothing of its new term before that term is persisted", () => {
+    // With a learner to replicate to, a one-voter leader elected within one tick must not let
+    // AppendEntries of the new term out before the term is on disk: after a crash it would win
+    // that term again and write different entries under the same (index, term).
+    const storage = new MemoryStorage();
+    storage.append([
+      ...bootstrapEntries(["a"]),
+      { term: 1, index: 2, type: EntryType.ConfChange, data: encodeConfChange({ type: ConfChangeType.AddLearner, nodeId: "l", context: new Uint8Array(0) }) },
+    ]);
+    storage.setHardState({ term: 1, vote: "", commit: 2 });
+    const a = new RaftCore({ id: "a", storage, electionTick: 10, heartbeatTick: 1, random: () => 0 });
+    for (let i = 0; i < 40 && a.state !== RaftState.Leader; i++) a.tick();
+    expect(a.state).toBe(RaftState.Leader);
+    a.propose(enc.encode("x"));
+    const rd = a.ready();
+    expect(rd.hardState?.term).toBe(a.term);
+    expect(rd.messages).toEqual([]);
+    expect(rd.messagesAfterPersist.some((m) => m.type === MessageType.App && m.to === "l")).toBe(true);
+    a.advance();
+  });
+
+  test("a follower turns only its leader's ReadIndex answers into read states", () => {
+    const c = new Cluster(["a", "b", "c"]);
+    c.elect("a");
+    c.settle();
+    const b = c.get("b");
+    b.core.step({ ...msg(MessageType.ReadIndexResp, "c", b.core.term), to: "b", index: 99, context: 5 });
+    b.core.step({ ...msg(MessageType.ReadIndexResp, "a", b.core.term), to: "b", index: 3, context: 6 });
+    c.flush("b");
+    expect(b.reads).toEqual([{ index: 3, context: 6 }]);
   });
 
   test("checkQuorum: an isolated leader steps down", () => {
