@@ -15,7 +15,7 @@ function runSeeds(nodes: number, first: number, count: number): string[] {
 }
 
 describe("simulated 3-node clusters", () => {
-  for (let chunk = 0; chunk < 6; chunk++) {
+  for (let chunk = 0; chunk < 12; chunk++) {
     const first = 1 + chunk * 50;
     test(`seeds ${first}..${first + 49}`, () => {
       expect(runSeeds(3, first, 50)).toEqual([]);
@@ -24,7 +24,7 @@ describe("simulated 3-node clusters", () => {
 });
 
 describe("simulated 5-node clusters", () => {
-  for (let chunk = 0; chunk < 2; chunk++) {
+  for (let chunk = 0; chunk < 6; chunk++) {
     const first = 10_001 + chunk * 50;
     test(`seeds ${first}..${first + 49}`, () => {
       expect(runSeeds(5, first, 50)).toEqual([]);
@@ -33,8 +33,8 @@ describe("simulated 5-node clusters", () => {
 });
 
 describe("simulated single-node clusters", () => {
-  test("seeds 20001..20050", () => {
-    expect(runSeeds(1, 20_001, 50)).toEqual([]);
+  test("seeds 20001..20100", () => {
+    expect(runSeeds(1, 20_001, 100)).toEqual([]);
   });
 });
 
