@@ -5,7 +5,8 @@
 // linearizability at the end, and the healed cluster must make progress.
 
 import { ProposalDroppedError, RaftCore, RaftState, type Ready, bootstrapEntries, raftStateName } from "../../src/raft/core.ts";
-import { ConfChangeType, EntryType, type Message, type NodeId, messageTypeName } from "../../src/raft/messages.ts";
+import { applyConfChange } from "../../src/raft/membership.ts";
+import { ConfChangeType, EntryType, type Message, MessageType, type NodeId, decodeConfChange, messageTypeName } from "../../src/raft/messages.ts";
 import { MemoryStorage } from "../../src/raft/storage.ts";
 import { type HistoryOp, checkLinearizable } from "./linearizability.ts";
 import { KvStateMachine, digest, encodeCommand } from "./kv.ts";
@@ -93,6 +94,11 @@ class SimNode {
   fsmDurable = new KvStateMachine();
   /** Last index this incarnation applied, to check applies come in order. */
   lastApplied = 0;
+  /** The leader term and commit index last seen, for the commit-rule check. */
+  leaderTerm = -1;
+  leaderCommit = 0;
+  /** Commit index last seen in this incarnation: it never goes back. */
+  lastCommit = 0;
   processScheduled = false;
   /** A ready is being written to disk; no other ready is taken until it is done. */
   persisting = false;
@@ -183,6 +189,8 @@ export class Simulation {
   private readonly dropRate: number;
   private readonly dupRate: number;
   private readonly maxDelay: number;
+  /** Small messages make AppendEntries stop short of the log's end (old-term entries alone). */
+  private readonly maxSizePerMsg: number;
   /** Upper bound of the virtual time one ready's disk write takes (0: instantaneous). */
   private readonly diskDelay: number;
   private faultsOn = true;
@@ -211,6 +219,7 @@ export class Simulation {
     this.dupRate = this.rng.pick([0, 0.02, 0.05]);
     this.maxDelay = this.rng.pick([2, 5, 10, 18]);
     this.diskDelay = this.rng.pick([0, 0, 3, 8]);
+    this.maxSizePerMsg = this.rng.pick([1, 64, 4096]);
     this.keys = Array.from({ length: opts.keys ?? 3 }, (_, i) => `k${i}`);
     this.clientCount = opts.clients ?? 4;
     const ids = Array.from({ length: opts.nodes }, (_, i) => `n${i + 1}`);
@@ -277,6 +286,8 @@ export class Simulation {
 
   private startNode(n: SimNode): void {
     n.persisting = false;
+    n.lastCommit = 0;
+    n.leaderTerm = -1;
     n.fsm = n.fsmDurable.clone();
     n.lastApplied = n.fsm.applied;
     n.core = new RaftCore({
@@ -285,7 +296,7 @@ export class Simulation {
       electionTick: ELECTION_TICK,
       heartbeatTick: HEARTBEAT_TICK,
       random: () => this.rng.float(),
-      maxSizePerMsg: 4096,
+      maxSizePerMsg: this.maxSizePerMsg,
       maxInflightMsgs: 8,
       applied: n.fsm.applied,
       logger: (line) => this.note(line),
@@ -437,6 +448,7 @@ export class Simulation {
 
   private send(m: Message): void {
     this.stats.messages++;
+    this.checkPersistedPromise(m);
     if (this.faultsOn && (this.blocked.has(`${m.from}>${m.to}`) || this.rng.chance(this.dropRate))) {
       this.stats.dropped++;
       this.onDropped(m);
@@ -444,7 +456,9 @@ export class Simulation {
     }
     const copies = this.faultsOn && this.rng.chance(this.dupRate) ? 2 : 1;
     for (let i = 0; i < copies; i++) {
-      this.at(this.rng.int(1, this.maxDelay), () => this.deliver(m));
+      // Now and then a message arrives very late: stale votes, appends and snapshots.
+      const delay = this.faultsOn && this.rng.chance(0.01) ? this.rng.int(100, 1500) : this.rng.int(1, this.maxDelay);
+      this.at(delay, () => this.deliver(m));
     }
   }
 
@@ -504,10 +518,66 @@ export class Simulation {
     }
   }
 
+  /** A vote or an acknowledgement promises state that must already be on the node's disk. */
+  private checkPersistedPromise(m: Message): void {
+    const src = this.nodes.get(m.from);
+    if (!src?.core || m.reject) return;
+    if (m.type === MessageType.VoteResp) {
+      const hs = src.storage.hardState;
+      if (hs.term !== m.term || hs.vote !== m.to) {
+        throw new SafetyViolation(`persistence: ${m.from} granted its vote to ${m.to} in term ${m.term} but its disk holds term ${hs.term} vote ${hs.vote || "none"}`);
+      }
+    } else if (m.type === MessageType.AppResp && m.index > 0 && src.core.state !== RaftState.Leader && m.index >= src.storage.firstIndex()) {
+      const onDisk = m.index <= src.storage.lastIndex() ? src.storage.term(m.index) : undefined;
+      const inLog = src.core.log.term(m.index);
+      // The core may have moved past the entry (a snapshot just arrived); then it is enough
+      // that the disk still holds what was acknowledged.
+      const missing = inLog !== undefined ? onDisk !== inLog : onDisk === undefined;
+      if (missing) throw new SafetyViolation(`persistence: ${m.from} acknowledged entry ${m.index} before persisting it (disk: first ${src.storage.firstIndex()} last ${src.storage.lastIndex()} term ${onDisk}; log term ${src.core.log.term(m.index)}, log first ${src.core.log.firstIndex()} last ${src.core.log.lastIndex()}; to ${m.to} t${m.term})`);
+    }
+  }
+
+  /** The configuration in use must be the one the node's own log (snapshot + entries) says. */
+  private checkConfiguration(n: SimNode): void {
+    const core = n.core!;
+    if (core.log.hasUnstable()) return;
+    let conf = n.storage.initialState().conf;
+    const first = n.storage.firstIndex();
+    const last = n.storage.lastIndex();
+    if (last >= first) {
+      for (const e of n.storage.entries(first, last + 1, Infinity)) {
+        if (e.type !== EntryType.ConfChange) continue;
+        try {
+          conf = applyConfChange(conf, decodeConfChange(e.data));
+        } catch {
+          // The core ignores a change that no longer applies; so does this replay.
+        }
+      }
+    }
+    const want = JSON.stringify(conf);
+    const have = JSON.stringify(core.conf());
+    if (want !== have) throw new SafetyViolation(`configuration: ${n.id} uses ${have} but its log says ${want}`);
+  }
+
   private checkNode(n: SimNode): void {
     const core = n.core;
     if (!core) return;
+    if (core.log.committed < n.lastCommit) throw new SafetyViolation(`${n.id} commit index went back from ${n.lastCommit} to ${core.log.committed}`);
+    n.lastCommit = core.log.committed;
+    if (this.rng.chance(0.1)) this.checkConfiguration(n);
     if (core.state === RaftState.Leader) {
+      // The commit rule (Figure 8): a leader only ever advances its commit index to an entry
+      // of its own term.
+      if (n.leaderTerm !== core.term) {
+        n.leaderTerm = core.term;
+        n.leaderCommit = core.log.committed;
+      } else if (core.log.committed > n.leaderCommit) {
+        n.leaderCommit = core.log.committed;
+        const t = core.log.term(core.log.committed);
+        if (t !== undefined && t !== core.term) {
+          throw new SafetyViolation(`commit rule: leader ${n.id} of term ${core.term} advanced its commit index to ${core.log.committed}, an entry of term ${t}`);
+        }
+      }
       const other = this.leaderOfTerm.get(core.term);
       if (other !== undefined && other !== n.id) {
         throw new SafetyViolation(`election safety: ${other} and ${n.id} are both leaders of term ${core.term}`);
@@ -694,7 +764,11 @@ export class Simulation {
         return;
       }
       default:
+        // Changes come in bursts too, to exercise "one at a time" and "not before the leader
+        // committed an entry of its term".
         this.changeMembership();
+        if (this.rng.chance(0.5)) this.changeMembership();
+        if (this.rng.chance(0.3)) this.at(this.rng.int(1, 30), () => this.changeMembership());
     }
   }
 
@@ -757,10 +831,11 @@ export class Simulation {
         try {
           const p = l.core.propose(new Uint8Array(0));
           marker = { node: l, ...p };
-          this.process(l);
-        } catch {
-          return false;
+        } catch (err) {
+          if (err instanceof ProposalDroppedError) return false;
+          throw err;
         }
+        this.process(l);
       }
       if (l.core.log.applied < marker.index) return false;
       const conf = l.core.conf();
