@@ -427,6 +427,10 @@ export class RaftCore {
     if (this.term !== term) {
       this.term = term;
       this.vote = NONE;
+      // Votes and acknowledgements of an older term still waiting for the disk would promise
+      // state that the new term may already have replaced (a truncated suffix, a vote never
+      // written): drop them; the sender treats them as lost.
+      this.msgsAfterPersist = this.msgsAfterPersist.filter((m) => m.term >= term);
     }
     this.lead = NONE;
     this.electionElapsed = 0;

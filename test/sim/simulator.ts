@@ -100,6 +100,8 @@ class SimNode {
   /** Commit index last seen in this incarnation: it never goes back. */
   lastCommit = 0;
   processScheduled = false;
+  /** Clocks drift: each node ticks at its own pace, so no lease-like timing can be relied on. */
+  tickInterval = TICK;
   /** A ready is being written to disk; no other ready is taken until it is done. */
   persisting = false;
 
@@ -191,6 +193,7 @@ export class Simulation {
   private readonly maxDelay: number;
   /** Small messages make AppendEntries stop short of the log's end (old-term entries alone). */
   private readonly maxSizePerMsg: number;
+  private readonly clockDrift: boolean;
   /** Upper bound of the virtual time one ready's disk write takes (0: instantaneous). */
   private readonly diskDelay: number;
   private faultsOn = true;
@@ -210,6 +213,7 @@ export class Simulation {
   private readonly pendingReads: PendingRead[] = [];
   private readonly keys: string[];
   private readonly clientCount: number;
+  private readonly lastLeaderOf = new Map<number, SimNode>();
   private nextSpareId = 0;
 
   constructor(private readonly opts: SimOptions) {
@@ -220,11 +224,13 @@ export class Simulation {
     this.maxDelay = this.rng.pick([2, 5, 10, 18]);
     this.diskDelay = this.rng.pick([0, 0, 3, 8]);
     this.maxSizePerMsg = this.rng.pick([1, 64, 4096]);
+    this.clockDrift = this.rng.chance(0.5);
     this.keys = Array.from({ length: opts.keys ?? 3 }, (_, i) => `k${i}`);
     this.clientCount = opts.clients ?? 4;
     const ids = Array.from({ length: opts.nodes }, (_, i) => `n${i + 1}`);
     for (const id of ids) {
       const n = new SimNode(id);
+      n.tickInterval = this.clockDrift ? this.rng.int(TICK - 4, TICK + 4) : TICK;
       const boot = bootstrapEntries(ids);
       n.storage.append(boot);
       n.storage.setHardState({ term: 1, vote: "", commit: boot.length });
@@ -309,7 +315,7 @@ export class Simulation {
         n.core.tick();
         this.processSoon(n);
       }
-      this.scheduleTick(n, TICK);
+      this.scheduleTick(n, n.tickInterval);
     });
   }
 
@@ -537,6 +543,29 @@ export class Simulation {
     }
   }
 
+  /**
+   * What a leader commits must already be on the disks of a majority of its voters: of the
+   * configuration in force at the entry, or of the one in use now (a change may have been
+   * appended between the commit and this check).
+   */
+  private checkCommitDurable(n: SimNode): void {
+    const core = n.core!;
+    const c = core.log.committed;
+    const term = core.log.term(c);
+    const durableOn = (voters: string[]): number => {
+      let durable = 0;
+      for (const id of voters) {
+        const st = this.nodes.get(id)?.storage;
+        if (st && (st.firstIndex() - 1 >= c || (c <= st.lastIndex() && st.term(c) === term))) durable++;
+      }
+      return durable;
+    };
+    const majority = (voters: string[]): boolean => durableOn(voters) >= Math.floor(voters.length / 2) + 1;
+    const now = core.conf().voters;
+    if (majority(now) || majority(core.confAt(c).voters)) return;
+    throw new SafetyViolation(`durability: leader ${n.id} committed ${c} (term ${term}) but only ${durableOn(now)} of its ${now.length} voters have it on disk`);
+  }
+
   /** The configuration in use must be the one the node's own log (snapshot + entries) says. */
   private checkConfiguration(n: SimNode): void {
     const core = n.core!;
@@ -577,6 +606,7 @@ export class Simulation {
         if (t !== undefined && t !== core.term) {
           throw new SafetyViolation(`commit rule: leader ${n.id} of term ${core.term} advanced its commit index to ${core.log.committed}, an entry of term ${t}`);
         }
+        this.checkCommitDurable(n);
       }
       const other = this.leaderOfTerm.get(core.term);
       if (other !== undefined && other !== n.id) {
@@ -632,7 +662,13 @@ export class Simulation {
     const r = this.rng.float();
     const nodes = [...this.nodes.values()];
     // Usually the client finds the leader; sometimes it asks whoever it picks.
-    const target = this.rng.chance(0.7) ? (this.leader() ?? this.rng.pick(nodes)) : this.rng.pick(nodes);
+    // Usually the client finds the current leader; sometimes it keeps using the one it knew
+    // (perhaps deposed, perhaps partitioned); sometimes it asks whoever it picks.
+    const r2 = this.rng.float();
+    const known = this.lastLeaderOf.get(client);
+    const target = r2 < 0.5 ? (this.leader() ?? this.rng.pick(nodes)) : r2 < 0.8 && known ? known : this.rng.pick(nodes);
+    const l = this.leader();
+    if (l) this.lastLeaderOf.set(client, l);
     if (r < 0.45) this.clientRead(client, key, target);
     else this.clientWrite(client, key, target, r < 0.9 ? "put" : "delete");
   }
@@ -796,6 +832,7 @@ export class Simulation {
     } else if (r < 0.75 && conf.voters.length + conf.learners.length < 7) {
       const id = `s${++this.nextSpareId}`;
       const n = new SimNode(id);
+      n.tickInterval = this.clockDrift ? this.rng.int(TICK - 4, TICK + 4) : TICK;
       this.nodes.set(id, n);
       this.startNode(n);
       this.scheduleTick(n, this.rng.int(1, TICK));
