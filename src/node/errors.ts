@@ -1,0 +1,35 @@
+// Errors the node layer reports to the API layer, which maps them to gRPC status codes.
+
+export class NotLeaderError extends Error {
+  constructor(
+    readonly leaderId: string,
+    readonly leaderGrpcAddr: string,
+    readonly term: number,
+  ) {
+    super(leaderId ? `not the leader; the leader is ${leaderId} at ${leaderGrpcAddr} (term ${term})` : `not the leader and no leader is known (term ${term})`);
+    this.name = "NotLeaderError";
+  }
+}
+
+/** The outcome is unknown or the cluster cannot serve right now; the caller may retry. */
+export class UnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UnavailableError";
+  }
+}
+
+/** The proposal was definitely not applied (its log slot went to another entry). */
+export class ProposalLostError extends Error {
+  constructor(index: number, term: number) {
+    super(`write at index ${index} (term ${term}) was overwritten by a new leader; it was not applied`);
+    this.name = "ProposalLostError";
+  }
+}
+
+export class NodeStoppedError extends Error {
+  constructor() {
+    super("the node is shutting down");
+    this.name = "NodeStoppedError";
+  }
+}

@@ -1,0 +1,648 @@
+// RaftNode: runs the consensus core on real time, the LMDB log, the LMDB state machine and
+// the TCP transport. The only module that knows all the others.
+//
+// The loop (drain): take one ready(); send what may go at once; persist entries + hard state in
+// one fsync'd transaction (while it is in flight, new proposals pile up in the core: the next
+// ready carries them all — group commit); send the messages that promise persisted state;
+// apply committed entries in batches; resolve the waiting proposals and reads; advance().
+
+import { ProposalDroppedError, RaftCore, RaftState, type Ready, raftStateName } from "../raft/core.ts";
+import {
+  type ConfChange,
+  ConfChangeType,
+  type Entry,
+  EntryType,
+  type Message,
+  NONE,
+  type NodeId,
+  decodeConfChange,
+  encodeConfChange,
+} from "../raft/messages.ts";
+import { type ApplyOutcome, type FsmEntry, type KvEvent, KvStore } from "../storage/fsm.ts";
+import { type PeerAddress, RaftLogStore } from "../storage/raft-log-store.ts";
+import { PeerTransport } from "../transport/transport.ts";
+import { NodeStoppedError, NotLeaderError, ProposalLostError, UnavailableError } from "./errors.ts";
+import { type Logger } from "./logger.ts";
+import { readSnapshotEnvelope, writeSnapshotEnvelope } from "./snapshot-envelope.ts";
+
+export interface JoinResult {
+  clusterId: string;
+  peers: Map<NodeId, PeerAddress>;
+}
+
+export interface NodeOptions {
+  id: NodeId;
+  grpcAddr: string;
+  raftAddr: string;
+  logDir: string;
+  kvDir: string;
+  /** Entries applied to the state machine per write transaction (0 = one by one). */
+  batchSize: number;
+  versionKeepNum: number;
+  snapshotThreshold: number;
+  snapshotIntervalMs: number;
+  trailingLogs: number;
+  noSync: boolean;
+  tickMs: number;
+  electionTicks: number;
+  heartbeatTicks: number;
+  logger: Logger;
+}
+
+interface ProposalWaiter {
+  term: number;
+  resolve: (o: ApplyOutcome) => void;
+  reject: (e: Error) => void;
+}
+
+interface ReadWaiter {
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+export interface MemberInfo {
+  id: NodeId;
+  raftAddr: string;
+  grpcAddr: string;
+  isLearner: boolean;
+  isLeader: boolean;
+  isLocal: boolean;
+}
+
+const MAX_APPLY_BYTES = 64 << 20;
+const READ_TIMEOUT_FACTOR = 3;
+
+export function encodePeerContext(addr: PeerAddress): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(addr));
+}
+
+export function decodePeerContext(ctx: Uint8Array): PeerAddress | null {
+  if (ctx.byteLength === 0) return null;
+  try {
+    const v = JSON.parse(new TextDecoder().decode(ctx)) as Partial<PeerAddress>;
+    if (typeof v.raft === "string" && typeof v.grpc === "string") return { raft: v.raft, grpc: v.grpc };
+  } catch {
+    // Not ours: no address.
+  }
+  return null;
+}
+
+export class RaftNode {
+  readonly id: NodeId;
+  core!: RaftCore;
+  logStore!: RaftLogStore;
+  kv!: KvStore;
+  transport!: PeerTransport;
+  private readonly opts: NodeOptions;
+  private readonly log: Logger;
+
+  private draining = false;
+  private drainScheduled = false;
+  private stopped = false;
+  /** Storage is open and replayed: requests may be served. */
+  started = false;
+  private ticker: ReturnType<typeof setInterval> | null = null;
+  private snapshotTimer: ReturnType<typeof setInterval> | null = null;
+  private lastSnapshotAt = Date.now();
+  private snapshotting = false;
+  /** Serializes state-machine replacement (snapshot install) with applying entries. */
+  private fsmLock: Promise<void> = Promise.resolve();
+
+  private readonly proposals = new Map<number, ProposalWaiter>();
+  private readBatch: ReadWaiter[] = [];
+  /** Starts at a random point so a restarted node never reuses an id a leader may still answer. */
+  private readCtx = Math.floor(Math.random() * 2 ** 52);
+  private readonly readsByCtx = new Map<number, { waiters: ReadWaiter[]; deadline: number }>();
+  private readonly readsByIndex: { index: number; waiters: ReadWaiter[] }[] = [];
+  private peerBook = new Map<NodeId, PeerAddress>();
+  private peerBookDirty = false;
+  private lastLeader: NodeId = NONE;
+  private lastState: RaftState = RaftState.Follower;
+  private promoting = false;
+
+  /** Watchers of applied writes (the watch hub). */
+  onEvents: ((events: KvEvent[]) => void) | null = null;
+  /** Leadership changes (for the TTL reaper, logs). */
+  onLeaderChange: ((leader: NodeId, term: number) => void) | null = null;
+
+  constructor(opts: NodeOptions) {
+    this.id = opts.id;
+    this.opts = opts;
+    this.log = opts.logger;
+  }
+
+  // ---- lifecycle ---------------------------------------------------------------------------
+
+  /**
+   * Opens storage, replays the log into the state machine (WAL replay) and starts the
+   * transport. A brand-new node joins through `mode.join` (which returns the cluster id), or
+   * without one founds a one-node cluster.
+   */
+  async start(mode: { join: (() => Promise<JoinResult>) | null }): Promise<void> {
+    this.logStore = RaftLogStore.open({ dir: this.opts.logDir, noSync: this.opts.noSync });
+    this.kv = KvStore.open({ dir: this.opts.kvDir, versionKeepNum: this.opts.versionKeepNum });
+    if (this.logStore.isEmpty() && this.logStore.clusterId() === null) {
+      if (mode.join) {
+        const joined = await mode.join();
+        // The members' addresses, so this node can answer the leader before it has the log.
+        await this.logStore.save(null, [], null, joined.peers);
+        await this.logStore.setClusterId(joined.clusterId);
+      } else await this.bootstrap();
+    }
+    const clusterId = this.logStore.clusterId();
+    if (clusterId === null) throw new UnavailableError("this node belongs to no cluster yet: start it with --join-addr, or on an empty directory without it to bootstrap");
+    this.peerBook = this.logStore.peers();
+
+    const hs = this.logStore.hardState();
+    // The state machine may have been restored from a snapshot past the stored commit index:
+    // entries up to its applied index are skipped when handed out again.
+    const applied = Math.max(this.logStore.firstIndex() - 1, Math.min(this.kv.appliedIndex, hs.commit));
+    this.core = new RaftCore({
+      id: this.id,
+      storage: this.logStore,
+      electionTick: this.opts.electionTicks,
+      heartbeatTick: this.opts.heartbeatTicks,
+      random: Math.random,
+      maxSizePerMsg: 1 << 20,
+      maxInflightMsgs: 256,
+      applied,
+      logger: (line) => this.log.debug(line),
+    });
+    this.log.info(`raft log: first ${this.logStore.firstIndex()} last ${this.logStore.lastIndex()} commit ${hs.commit} term ${hs.term}; state machine applied ${this.kv.appliedIndex}`);
+
+    const [host, port] = splitHostPort(this.opts.raftAddr);
+    this.transport = new PeerTransport({
+      nodeId: this.id,
+      clusterId,
+      listenHost: host,
+      listenPort: port,
+      onMessages: (msgs) => this.onMessages(msgs),
+      onSnapshot: (m, body) => this.onSnapshot(m, body),
+      openSnapshot: () => this.openSnapshot(),
+      onSnapshotStatus: (to, ok) => {
+        this.core.reportSnapshot(to, ok);
+        this.schedule();
+      },
+      onUnreachable: (to) => {
+        this.core.reportUnreachable(to);
+      },
+      logger: (level, line) => this.log[level](`transport: ${line}`),
+    });
+    await this.transport.start();
+    for (const [id, addr] of this.peerBook) if (id !== this.id) this.transport.setPeer(id, addr.raft);
+
+    // WAL replay: committed entries after the state machine's applied index are applied
+    // before the node serves anything.
+    await this.replay();
+    let ticks = 0;
+    this.ticker = setInterval(() => {
+      this.core.tick();
+      this.expireReads();
+      if (++ticks % 5 === 0) this.promoteCaughtUpLearners();
+      this.schedule();
+    }, this.opts.tickMs);
+    this.snapshotTimer = setInterval(() => void this.maybeSnapshot(true), Math.max(1000, Math.min(this.opts.snapshotIntervalMs, 60_000)));
+    this.started = true;
+    this.schedule();
+  }
+
+  private async bootstrap(): Promise<void> {
+    const clusterId = `${this.id}/${Date.now().toString(36)}${Math.floor(Math.random() * 1e9).toString(36)}`;
+    const self: PeerAddress = { raft: this.opts.raftAddr, grpc: this.opts.grpcAddr };
+    const entry: Entry = {
+      term: 1,
+      index: 1,
+      type: EntryType.ConfChange,
+      data: encodeConfChange({ type: ConfChangeType.AddVoter, nodeId: this.id, context: encodePeerContext(self) }),
+    };
+    await this.logStore.setClusterId(clusterId);
+    await this.logStore.save({ term: 1, vote: NONE, commit: 1 }, [entry], null, new Map([[this.id, self]]));
+    this.log.info(`bootstrapped a new cluster ${clusterId} with ${this.id} as its only voter`);
+  }
+
+  private async replay(): Promise<void> {
+    const target = this.core.log.committed;
+    const from = this.core.log.applied;
+    if (target > from) this.log.info(`replaying log entries ${from + 1}..${target} into the state machine`);
+    while (this.core.hasReady() && this.core.log.applied < target) {
+      await this.drainOnce();
+    }
+  }
+
+  /** Stops accepting work, hands leadership over if leader, flushes and closes storage. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    if (this.core && this.core.state === RaftState.Leader) await this.handOverLeadership(2000);
+    this.stopped = true;
+    if (this.ticker) clearInterval(this.ticker);
+    if (this.snapshotTimer) clearInterval(this.snapshotTimer);
+    for (const w of this.proposals.values()) w.reject(new NodeStoppedError());
+    this.proposals.clear();
+    for (const r of this.readsByCtx.values()) for (const w of r.waiters) w.reject(new NodeStoppedError());
+    for (const r of this.readsByIndex) for (const w of r.waiters) w.reject(new NodeStoppedError());
+    this.readsByCtx.clear();
+    this.readsByIndex.length = 0;
+    while (this.draining) await sleep(5);
+    if (this.transport) await this.transport.stop();
+    await this.fsmLock;
+    if (this.kv) {
+      await this.kv.flush();
+      await this.kv.close();
+    }
+    if (this.logStore) await this.logStore.close();
+  }
+
+  private async handOverLeadership(timeoutMs: number): Promise<void> {
+    const st = this.core.status();
+    const candidates = st.progress.filter((p) => p.id !== this.id && !p.isLearner).sort((a, b) => b.match - a.match);
+    const target = candidates[0];
+    if (!target) return;
+    this.log.info(`shutting down as leader: handing leadership to ${target.id}`);
+    this.core.transferLeadership(target.id);
+    this.schedule();
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline && this.core.state === RaftState.Leader) await sleep(10);
+  }
+
+  // ---- inputs ------------------------------------------------------------------------------
+
+  private onMessages(msgs: Message[]): void {
+    if (this.stopped) return;
+    for (const m of msgs) this.core.step(m);
+    this.schedule();
+  }
+
+  /** Proposes a command; resolves once it is applied here (on the leader). */
+  propose(data: Uint8Array): Promise<ApplyOutcome> {
+    if (this.stopped) return Promise.reject(new NodeStoppedError());
+    let at: { index: number; term: number };
+    try {
+      at = this.core.propose(data);
+    } catch (err) {
+      if (err instanceof ProposalDroppedError) return Promise.reject(this.notLeader());
+      throw err;
+    }
+    this.schedule();
+    return new Promise((resolve, reject) => this.proposals.set(at.index, { term: at.term, resolve, reject }));
+  }
+
+  /** Proposes a membership change; resolves when it is applied. */
+  proposeConfChange(cc: ConfChange): Promise<ApplyOutcome> {
+    if (this.stopped) return Promise.reject(new NodeStoppedError());
+    let at: { index: number; term: number };
+    try {
+      at = this.core.proposeConfChange(cc);
+    } catch (err) {
+      if (err instanceof ProposalDroppedError) {
+        if (err.reason === "not-leader") return Promise.reject(this.notLeader());
+        return Promise.reject(new UnavailableError(err.message));
+      }
+      throw err;
+    }
+    this.schedule();
+    return new Promise((resolve, reject) => this.proposals.set(at.index, { term: at.term, resolve, reject }));
+  }
+
+  /**
+   * Resolves once this node's state machine reflects every write committed before the call
+   * (ReadIndex). All reads that arrive in one event-loop turn share one round.
+   */
+  linearizableBarrier(): Promise<void> {
+    if (this.stopped) return Promise.reject(new NodeStoppedError());
+    return new Promise((resolve, reject) => {
+      this.readBatch.push({ resolve, reject });
+      if (this.readBatch.length === 1) queueMicrotask(() => this.flushReadBatch());
+    });
+  }
+
+  private flushReadBatch(): void {
+    const waiters = this.readBatch;
+    this.readBatch = [];
+    if (waiters.length === 0) return;
+    const ctx = ++this.readCtx;
+    if (!this.core.readIndex(ctx)) {
+      const err = new UnavailableError(`no leader is known to ${this.id} for a linearizable read (term ${this.core.term})`);
+      for (const w of waiters) w.reject(err);
+      return;
+    }
+    const timeout = this.opts.tickMs * this.opts.electionTicks * READ_TIMEOUT_FACTOR;
+    this.readsByCtx.set(ctx, { waiters, deadline: Date.now() + timeout });
+    this.schedule();
+  }
+
+  private expireReads(): void {
+    if (this.readsByCtx.size === 0) return;
+    const now = Date.now();
+    for (const [ctx, r] of this.readsByCtx) {
+      if (r.deadline <= now) {
+        this.readsByCtx.delete(ctx);
+        const err = new UnavailableError("linearizable read timed out waiting for the leader to confirm its leadership");
+        for (const w of r.waiters) w.reject(err);
+      }
+    }
+  }
+
+  /**
+   * Catch-up before promotion: a learner that joined becomes a voter only once it holds the
+   * whole committed log, so adding it never stalls the quorum.
+   */
+  private promoteCaughtUpLearners(): void {
+    if (this.core.state !== RaftState.Leader || this.promoting) return;
+    const st = this.core.status();
+    const learner = st.progress.find((p) => p.isLearner && p.match >= st.commit);
+    if (!learner) return;
+    const addr = this.peerBook.get(learner.id);
+    this.promoting = true;
+    this.proposeConfChange({ type: ConfChangeType.AddVoter, nodeId: learner.id, context: addr ? encodePeerContext(addr) : new Uint8Array(0) })
+      .then(() => this.log.info(`promoted ${learner.id} to voter (caught up at ${learner.match})`))
+      .catch((err: Error) => this.log.debug(`promotion of ${learner.id} deferred: ${err.message}`))
+      .finally(() => (this.promoting = false));
+  }
+
+  transferLeadership(to: NodeId): boolean {
+    const ok = this.core.transferLeadership(to);
+    this.schedule();
+    return ok;
+  }
+
+  // ---- the loop ----------------------------------------------------------------------------
+
+  private schedule(): void {
+    if (this.drainScheduled || this.stopped) return;
+    this.drainScheduled = true;
+    // After the current turn: every proposal and message of this turn joins one ready().
+    setImmediate(() => {
+      this.drainScheduled = false;
+      void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    if (this.draining || this.stopped) return;
+    this.draining = true;
+    try {
+      while (!this.stopped && this.core.hasReady()) await this.drainOnce();
+    } catch (err) {
+      this.log.error(`fatal error in the raft loop: ${(err as Error).stack ?? err}`);
+      this.fatal(err as Error);
+    } finally {
+      this.draining = false;
+    }
+    this.afterDrain();
+  }
+
+  private async drainOnce(): Promise<void> {
+    const rd = this.core.ready();
+    if (rd.messages.length > 0) this.transport.send(rd.messages);
+    this.learnPeers(rd);
+    const peers = this.peerBookDirty ? this.peerBook : undefined;
+    this.peerBookDirty = false;
+    if (rd.hardState || rd.entries.length > 0 || rd.snapshot || peers) {
+      await this.logStore.save(rd.hardState, rd.entries, rd.snapshot ? rd.snapshot.meta : null, peers);
+    }
+    if (rd.messagesAfterPersist.length > 0) this.transport.send(rd.messagesAfterPersist);
+    if (rd.committedEntries.length > 0) await this.applyCommitted(rd.committedEntries);
+    for (const rs of rd.readStates) {
+      const r = this.readsByCtx.get(rs.context);
+      if (!r) continue;
+      this.readsByCtx.delete(rs.context);
+      this.readsByIndex.push({ index: rs.index, waiters: r.waiters });
+    }
+    this.core.advance();
+    this.releaseReads();
+    this.noticeLeadership(rd);
+  }
+
+  private afterDrain(): void {
+    if (this.stopped) return;
+    void this.maybeSnapshot(false);
+  }
+
+  private fatal(err: Error): void {
+    // The loop cannot continue safely (e.g. the disk failed): stop serving rather than lie.
+    this.log.error(`stopping node ${this.id}: ${err.message}`);
+    void this.stop().finally(() => process.exit(1));
+  }
+
+  /** Addresses of peers come with their configuration entries; persisted with the log. */
+  private learnPeers(rd: Ready): void {
+    for (const e of rd.entries) {
+      if (e.type !== EntryType.ConfChange) continue;
+      let cc: ConfChange;
+      try {
+        cc = decodeConfChange(e.data);
+      } catch {
+        continue;
+      }
+      const addr = decodePeerContext(cc.context);
+      if (cc.type !== ConfChangeType.RemoveNode && addr) {
+        const known = this.peerBook.get(cc.nodeId);
+        if (!known || known.raft !== addr.raft || known.grpc !== addr.grpc) {
+          this.peerBook.set(cc.nodeId, addr);
+          this.peerBookDirty = true;
+          if (cc.nodeId !== this.id) this.transport.setPeer(cc.nodeId, addr.raft);
+        }
+      }
+    }
+  }
+
+  private async applyCommitted(entries: Entry[]): Promise<void> {
+    await this.fsmLock;
+    const batch = Math.max(1, this.opts.batchSize);
+    for (let i = 0; i < entries.length; i += batch) {
+      const chunk = entries.slice(i, i + batch);
+      const fsmEntries: FsmEntry[] = chunk.map((e) => ({ index: e.index, data: e.type === EntryType.Normal && e.data.byteLength > 0 ? e.data : null }));
+      const outcomes = this.kv.applyEntries(fsmEntries);
+      const byIndex = new Map<number, ApplyOutcome>();
+      for (const o of outcomes) byIndex.set(o.index, o);
+      const events: KvEvent[] = [];
+      for (const e of chunk) {
+        if (e.type === EntryType.ConfChange) this.onConfApplied(e);
+        const o = byIndex.get(e.index) ?? { index: e.index, version: e.index, events: [] };
+        for (const ev of o.events) events.push(ev);
+        const w = this.proposals.get(e.index);
+        if (w) {
+          this.proposals.delete(e.index);
+          if (w.term === e.term) w.resolve(o);
+          else w.reject(new ProposalLostError(e.index, w.term));
+        }
+      }
+      if (events.length > 0 && this.onEvents) this.onEvents(events);
+    }
+    // Proposals below the applied index that never matched are gone (overwritten, then compacted).
+    const applied = entries[entries.length - 1]!.index;
+    for (const [index, w] of this.proposals) {
+      if (index <= applied) {
+        this.proposals.delete(index);
+        w.reject(new ProposalLostError(index, w.term));
+      }
+    }
+  }
+
+  private onConfApplied(e: Entry): void {
+    let cc: ConfChange;
+    try {
+      cc = decodeConfChange(e.data);
+    } catch {
+      return;
+    }
+    if (cc.type === ConfChangeType.RemoveNode) {
+      if (cc.nodeId === this.id) this.log.warn(`this node (${this.id}) was removed from the cluster at index ${e.index}`);
+      else {
+        this.transport.removePeer(cc.nodeId);
+        this.peerBook.delete(cc.nodeId);
+        this.peerBookDirty = true;
+      }
+    }
+    this.log.info(`membership change applied at ${e.index}: voters ${this.core.conf().voters.join(", ")}; learners ${this.core.conf().learners.join(", ") || "none"}`);
+  }
+
+  private releaseReads(): void {
+    if (this.readsByIndex.length === 0) return;
+    const applied = this.core.log.applied;
+    for (let i = 0; i < this.readsByIndex.length; ) {
+      const r = this.readsByIndex[i]!;
+      if (r.index <= applied) {
+        this.readsByIndex.splice(i, 1);
+        for (const w of r.waiters) w.resolve();
+      } else i++;
+    }
+  }
+
+  private noticeLeadership(rd: Ready): void {
+    const { lead, state, term } = rd.softState;
+    if (lead !== this.lastLeader || state !== this.lastState) {
+      if (lead !== this.lastLeader) this.log.info(`leader is now ${lead || "unknown"} (term ${term}); this node is ${raftStateName(state)}`);
+      this.lastLeader = lead;
+      this.lastState = state;
+      this.failPendingLeaderReads();
+      this.onLeaderChange?.(lead, term);
+    }
+  }
+
+  /**
+   * A change of leader loses the read rounds in flight (the old leader's, or our requests to
+   * it): fail them now so the callers retry, rather than wait for the timeout.
+   */
+  private failPendingLeaderReads(): void {
+    if (this.readsByCtx.size === 0) return;
+    const err = new UnavailableError("leadership changed while a linearizable read was waiting; retry");
+    for (const r of this.readsByCtx.values()) for (const w of r.waiters) w.reject(err);
+    this.readsByCtx.clear();
+  }
+
+  // ---- snapshots ---------------------------------------------------------------------------
+
+  /**
+   * The state machine is its own snapshot: once it is flushed at index i, the log up to
+   * i - trailing can go. Taken after `snapshotThreshold` entries or every interval.
+   */
+  private async maybeSnapshot(byTimer: boolean): Promise<void> {
+    if (this.snapshotting || this.stopped || !this.core) return;
+    const applied = this.core.log.applied;
+    const snap = this.logStore.snapshot();
+    const since = applied - (snap ? snap.meta.index : 0);
+    const due = since >= this.opts.snapshotThreshold || (byTimer && since > 0 && Date.now() - this.lastSnapshotAt >= this.opts.snapshotIntervalMs);
+    if (!due) return;
+    this.snapshotting = true;
+    try {
+      await this.kv.flush();
+      // applied may have moved on during the flush; the flush covered at least `applied`.
+      const term = this.logStore.term(applied);
+      if (term === undefined || this.stopped) return;
+      const compactTo = Math.max(0, applied - this.opts.trailingLogs);
+      await this.logStore.recordSnapshot({ index: applied, term, conf: this.core.confAt(applied) }, Math.min(compactTo, applied));
+      this.lastSnapshotAt = Date.now();
+      this.log.debug(`snapshot at ${applied}; log compacted through ${compactTo}`);
+    } catch (err) {
+      this.log.warn(`snapshot at ${applied} failed: ${(err as Error).message}`);
+    } finally {
+      this.snapshotting = false;
+    }
+  }
+
+  private async *openSnapshot(): AsyncIterable<Uint8Array> {
+    yield writeSnapshotEnvelope(this.peerBook);
+    const image = this.kv.snapshotChunks();
+    yield* image.chunks;
+  }
+
+  private async onSnapshot(m: Message, body: AsyncIterable<Uint8Array>): Promise<void> {
+    const meta = m.snapshot?.meta;
+    if (!meta) throw new UnavailableError("snapshot message without metadata");
+    const it = body[Symbol.asyncIterator]();
+    const { peers, rest } = await readSnapshotEnvelope(it);
+    if (meta.index <= this.core.log.committed || meta.index <= this.kv.appliedIndex) {
+      // Already have it: let the core answer (it will report our position).
+      for (let r = await rest.next(); !r.done; r = await rest.next()) { /* discard */ }
+    } else {
+      const release = this.lockFsm();
+      try {
+        const restored = await this.kv.restoreFromChunks({ [Symbol.asyncIterator]: () => rest });
+        this.log.info(`installed a state machine image at ${restored} from ${m.from} (snapshot ${meta.index}, term ${meta.term})`);
+      } finally {
+        release();
+      }
+      for (const [id, addr] of peers) {
+        this.peerBook.set(id, addr);
+        if (id !== this.id) this.transport.setPeer(id, addr.raft);
+      }
+      this.peerBookDirty = true;
+    }
+    this.core.step(m);
+    this.schedule();
+  }
+
+  private lockFsm(): () => void {
+    let release!: () => void;
+    const prev = this.fsmLock;
+    this.fsmLock = prev.then(() => new Promise<void>((r) => (release = r)));
+    return () => release();
+  }
+
+  // ---- queries -----------------------------------------------------------------------------
+
+  isLeader(): boolean {
+    return this.core.state === RaftState.Leader;
+  }
+
+  leader(): { id: NodeId; grpcAddr: string; raftAddr: string; term: number } {
+    const id = this.core.lead;
+    const addr = id ? this.peerBook.get(id) : undefined;
+    return { id, grpcAddr: addr?.grpc ?? "", raftAddr: addr?.raft ?? "", term: this.core.term };
+  }
+
+  notLeader(): NotLeaderError {
+    const l = this.leader();
+    return new NotLeaderError(l.id, l.grpcAddr, l.term);
+  }
+
+  members(): MemberInfo[] {
+    const conf = this.core.conf();
+    const out: MemberInfo[] = [];
+    const add = (id: NodeId, isLearner: boolean): void => {
+      const a = this.peerBook.get(id);
+      out.push({ id, raftAddr: a?.raft ?? "", grpcAddr: a?.grpc ?? "", isLearner, isLeader: id === this.core.lead, isLocal: id === this.id });
+    };
+    for (const v of conf.voters) add(v, false);
+    for (const l of conf.learners) add(l, true);
+    return out;
+  }
+
+  peerAddress(id: NodeId): PeerAddress | undefined {
+    return this.peerBook.get(id);
+  }
+
+  peerAddresses(): Map<NodeId, PeerAddress> {
+    return new Map(this.peerBook);
+  }
+}
+
+function splitHostPort(addr: string): [string, number] {
+  const i = addr.lastIndexOf(":");
+  return [addr.slice(0, i), Number(addr.slice(i + 1))];
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,362 @@
+// The seed's gRPC API (SPEC §3) over a RaftNode: validation, reads at either consistency,
+// writes through the leader (a follower forwards them, one hop at most), watches, leader
+// info, cluster stats and joins.
+
+import * as grpc from "@grpc/grpc-js";
+import { NodeStoppedError, NotLeaderError, ProposalLostError, UnavailableError } from "../node/errors.ts";
+import { type Logger } from "../node/logger.ts";
+import { type RaftNode, encodePeerContext } from "../node/node.ts";
+import { ConfChangeType } from "../raft/messages.ts";
+import { CommandKind, encodeCommand } from "../storage/command.ts";
+import { type KvEvent } from "../storage/fsm.ts";
+import { type RbdkvClient, RbdkvService, createRbdkvClient } from "./grpc-service.ts";
+import { type ServerOptions } from "./options.ts";
+import {
+  type ClusterStatsRequest,
+  type ClusterStatsResponse,
+  type Command,
+  type CommandResponse,
+  EventType,
+  type JoinRequest,
+  type JoinResponse,
+  type LeaderInfoResponse,
+  type LeaderRequest,
+  OpType,
+  type Peer,
+  ReadConsistency,
+  type WatchRequest,
+  type WatchResponse,
+  durationToMs,
+} from "./pb.ts";
+import { WatcherExistsError, type WatchHub } from "./watch-hub.ts";
+
+/** Set on a request a follower forwards, so the leader never forwards it again. */
+const FORWARDED_METADATA = "rbkv-forwarded";
+/** Trailing metadata of Join: the cluster the joiner becomes part of. */
+export const CLUSTER_ID_METADATA = "rbkv-cluster-id";
+/** Trailing metadata of Join: the members' addresses, as JSON {id: {raft, grpc}}. */
+export const PEERS_METADATA = "rbkv-peers";
+/** Trailing metadata on FAILED_PRECONDITION: where the leader is (seed convention). */
+const LEADER_ADDR_METADATA = "rbkv-leader-addr";
+const LEADER_ID_METADATA = "rbkv-leader-id";
+const LEADER_TERM_METADATA = "rbkv-leader-term";
+
+const EMPTY = new Uint8Array(0);
+const DEFAULT_WATCH_CAPACITY = 1024;
+const MAX_WATCH_CAPACITY = 1 << 20;
+
+export class RequestError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+    readonly metadata?: grpc.Metadata,
+  ) {
+    super(message);
+    this.name = "RequestError";
+  }
+}
+
+function toServiceError(err: unknown): Partial<grpc.ServiceError> {
+  if (err instanceof RequestError) return { code: err.code, details: err.message, metadata: err.metadata };
+  if (err instanceof NotLeaderError) {
+    const md = new grpc.Metadata();
+    md.set(LEADER_ADDR_METADATA, err.leaderGrpcAddr);
+    md.set(LEADER_ID_METADATA, err.leaderId);
+    md.set(LEADER_TERM_METADATA, String(err.term));
+    if (!err.leaderId) return { code: grpc.status.UNAVAILABLE, details: err.message, metadata: md };
+    return { code: grpc.status.FAILED_PRECONDITION, details: err.message, metadata: md };
+  }
+  if (err instanceof UnavailableError || err instanceof NodeStoppedError || err instanceof ProposalLostError) {
+    return { code: grpc.status.UNAVAILABLE, details: err.message };
+  }
+  const e = err as Partial<grpc.ServiceError>;
+  if (typeof e.code === "number" && typeof e.details === "string") return { code: e.code, details: e.details, metadata: e.metadata };
+  return { code: grpc.status.INTERNAL, details: (err as Error)?.message ?? String(err) };
+}
+
+export class KvService {
+  private clusterId = "";
+  private readonly forwardClients = new Map<string, RbdkvClient>();
+  private closed = false;
+
+  constructor(
+    private readonly node: RaftNode,
+    private readonly hub: WatchHub,
+    private readonly opts: ServerOptions,
+    private readonly log: Logger,
+  ) {
+    node.onLeaderChange = (leader) => {
+      // leader_required watches end when this node stops leading.
+      if (leader !== node.id) this.hub.closeAll(new RequestError(grpc.status.UNAVAILABLE, "this node is no longer the leader"), (id) => this.leaderOnly.has(id));
+    };
+  }
+
+  private readonly leaderOnly = new Set<string>();
+
+  setClusterId(id: string): void {
+    this.clusterId = id;
+  }
+
+  definition(): grpc.ServiceDefinition {
+    return RbdkvService;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.hub.closeAll(new RequestError(grpc.status.UNAVAILABLE, "the node is shutting down"));
+    for (const c of this.forwardClients.values()) c.close();
+    this.forwardClients.clear();
+  }
+
+  handlers(): grpc.UntypedServiceImplementation {
+    return {
+      Execute: (call: grpc.ServerUnaryCall<Command, CommandResponse>, cb: grpc.sendUnaryData<CommandResponse>) => {
+        this.execute(call.request, call.metadata).then(
+          (r) => cb(null, r),
+          (err) => cb(toServiceError(err)),
+        );
+      },
+      Watch: (call: grpc.ServerWritableStream<WatchRequest, WatchResponse>) => this.watch(call),
+      LeaderInfo: (_call: grpc.ServerUnaryCall<LeaderRequest, LeaderInfoResponse>, cb: grpc.sendUnaryData<LeaderInfoResponse>) => {
+        try {
+          this.assertStarted();
+          cb(null, this.leaderInfo());
+        } catch (err) {
+          cb(toServiceError(err));
+        }
+      },
+      ClusterStats: (call: grpc.ServerUnaryCall<ClusterStatsRequest, ClusterStatsResponse>, cb: grpc.sendUnaryData<ClusterStatsResponse>) => {
+        try {
+          this.assertStarted();
+          cb(null, this.clusterStats(call.request));
+        } catch (err) {
+          cb(toServiceError(err));
+        }
+      },
+      Join: (call: grpc.ServerUnaryCall<JoinRequest, JoinResponse>, cb: grpc.sendUnaryData<JoinResponse>) => {
+        this.join(call.request, call.metadata).then(
+          (r) => {
+            const trailer = new grpc.Metadata();
+            trailer.set(CLUSTER_ID_METADATA, this.clusterId);
+            trailer.set(PEERS_METADATA, JSON.stringify(Object.fromEntries(this.node.peerAddresses())));
+            cb(null, r, trailer);
+          },
+          (err) => cb(toServiceError(err)),
+        );
+      },
+    };
+  }
+
+  private assertStarted(): void {
+    if (this.closed) throw new NodeStoppedError();
+    if (!this.node.started) throw new UnavailableError("the node is starting (replaying its log)");
+  }
+
+  // ---- Execute -----------------------------------------------------------------------------
+
+  private validateKey(key: Uint8Array): void {
+    if (key.byteLength === 0) throw new RequestError(grpc.status.INVALID_ARGUMENT, "key must not be empty");
+    if (key.byteLength > this.opts.maxKeyBytes) {
+      throw new RequestError(grpc.status.INVALID_ARGUMENT, `key is ${key.byteLength} bytes; the limit is ${this.opts.maxKeyBytes}`);
+    }
+  }
+
+  private async execute(cmd: Command, md: grpc.Metadata): Promise<CommandResponse> {
+    this.assertStarted();
+    const kv = cmd.kv;
+    const key = kv?.key ?? EMPTY;
+    switch (cmd.op) {
+      case OpType.Get: {
+        this.validateKey(key);
+        if (cmd.rc !== ReadConsistency.Serializable) await this.node.linearizableBarrier();
+        const rec = this.node.kv.get(key, kv?.version ?? 0, Date.now());
+        if (!rec) throw new RequestError(grpc.status.NOT_FOUND, `key not found${kv?.version ? ` at version ${kv.version}` : ""}`);
+        return { key: rec.key, value: rec.value, meta: rec.meta, version: rec.version };
+      }
+      case OpType.Put: {
+        this.validateKey(key);
+        const value = kv?.value ?? EMPTY;
+        if (value.byteLength > this.opts.maxValueBytes) {
+          throw new RequestError(grpc.status.INVALID_ARGUMENT, `value is ${value.byteLength} bytes; the limit is ${this.opts.maxValueBytes}`);
+        }
+        const meta = kv?.meta ?? 0;
+        if (!Number.isInteger(meta) || meta < 0 || meta > 0xffffffff) throw new RequestError(grpc.status.INVALID_ARGUMENT, `meta ${meta} is not a uint32`);
+        let ttlMs = 0;
+        if (kv?.ttl) {
+          ttlMs = durationToMs(kv.ttl);
+          if (!(ttlMs > 0) || !Number.isFinite(ttlMs)) throw new RequestError(grpc.status.INVALID_ARGUMENT, "ttl must be positive");
+        }
+        if (!this.node.isLeader()) return this.forward(cmd, md);
+        // The leader stamps the absolute expiry into the entry so every replica agrees.
+        const data = encodeCommand({ kind: CommandKind.Put, key, value, meta, expireAt: ttlMs > 0 ? Date.now() + ttlMs : 0 });
+        const out = await this.node.propose(data);
+        return { key, value: EMPTY, meta: 0, version: out.version };
+      }
+      case OpType.Delete: {
+        this.validateKey(key);
+        if (!this.node.isLeader()) return this.forward(cmd, md);
+        const out = await this.node.propose(encodeCommand({ kind: CommandKind.Delete, key }));
+        return { key, value: EMPTY, meta: 0, version: out.version };
+      }
+      default:
+        throw new RequestError(grpc.status.INVALID_ARGUMENT, `unknown op ${cmd.op}; expected Get (1), Put (2) or Delete (3)`);
+    }
+  }
+
+  /** A follower passes a write to the leader (once: a forwarded request is never forwarded again). */
+  private forward(cmd: Command, md: grpc.Metadata): Promise<CommandResponse> {
+    if (md.get(FORWARDED_METADATA).length > 0) return Promise.reject(this.node.notLeader());
+    const leader = this.node.leader();
+    if (!leader.id || !leader.grpcAddr || leader.id === this.node.id) return Promise.reject(this.node.notLeader());
+    const client = this.forwardClient(leader.grpcAddr);
+    const out = new grpc.Metadata();
+    out.set(FORWARDED_METADATA, this.node.id);
+    return new Promise((resolve, reject) => {
+      client.execute(cmd, out, { deadline: Date.now() + 30_000 }, (err, resp) => {
+        if (err) reject(err);
+        else resolve(resp!);
+      });
+    });
+  }
+
+  private forwardClient(addr: string): RbdkvClient {
+    let c = this.forwardClients.get(addr);
+    if (!c) {
+      c = createRbdkvClient(addr);
+      this.forwardClients.set(addr, c);
+    }
+    return c;
+  }
+
+  // ---- Watch -------------------------------------------------------------------------------
+
+  private watch(call: grpc.ServerWritableStream<WatchRequest, WatchResponse>): void {
+    const req = call.request;
+    let ended = false;
+    const fail = (err: unknown): void => {
+      if (ended) return;
+      ended = true;
+      // grpc-js turns an 'error' event on a server stream into the call's final status.
+      const e = toServiceError(err);
+      call.emit("error", Object.assign(new Error(e.details ?? "watch failed"), e));
+    };
+    try {
+      this.assertStarted();
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    const id = req.watcherId || `watch-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+    if (req.leaderRequired && !this.node.isLeader()) {
+      fail(this.node.notLeader());
+      return;
+    }
+    const capacity = Math.min(MAX_WATCH_CAPACITY, req.eventCapacity > 0 ? req.eventCapacity : DEFAULT_WATCH_CAPACITY);
+    let handle;
+    try {
+      handle = this.hub.register(id, req.prefixes, capacity, {
+        write: (ev: KvEvent) => call.write({ watcherId: id, event: toPbEvent(ev, id) }),
+        fail: (err: Error) => fail(err instanceof RequestError ? err : new RequestError(grpc.status.RESOURCE_EXHAUSTED, err.message)),
+      });
+    } catch (err) {
+      if (err instanceof WatcherExistsError) fail(new RequestError(grpc.status.ALREADY_EXISTS, err.message));
+      else fail(err);
+      return;
+    }
+    if (req.leaderRequired) this.leaderOnly.add(id);
+    const h = handle;
+    call.on("drain", () => h.drain());
+    const cleanup = (): void => {
+      this.leaderOnly.delete(id);
+      h.close(null);
+    };
+    call.on("cancelled", cleanup);
+    call.on("close", cleanup);
+    call.on("error", cleanup);
+  }
+
+  // ---- LeaderInfo, ClusterStats, Join -------------------------------------------------------
+
+  private leaderInfo(): LeaderInfoResponse {
+    const l = this.node.leader();
+    return { leaderAddr: l.grpcAddr, leaderId: l.id, term: l.term };
+  }
+
+  private clusterStats(req: ClusterStatsRequest): ClusterStatsResponse {
+    const status = this.node.core.status();
+    const progress = new Map(status.progress.map((p) => [p.id, p]));
+    const peers: Peer[] = this.node.members().map((m) => {
+      const meta = new Map<string, string>([
+        ["raft_addr", m.raftAddr],
+        ["grpc_addr", m.grpcAddr],
+      ]);
+      if (m.isLocal) {
+        meta.set("term", String(status.term));
+        meta.set("state", ["Follower", "PreCandidate", "Candidate", "Leader"][status.state]!);
+        meta.set("commit_index", String(status.commit));
+        meta.set("applied_index", String(status.applied));
+        meta.set("last_log_index", String(status.lastIndex));
+        meta.set("first_log_index", String(this.node.logStore.firstIndex()));
+        meta.set("leader", status.lead);
+      }
+      const pr = progress.get(m.id);
+      if (pr) {
+        meta.set("match_index", String(pr.match));
+        meta.set("next_index", String(pr.next));
+        meta.set("recent_active", String(pr.recentActive));
+      }
+      const peer: Peer = { id: m.id, isLearner: m.isLearner, isLeader: m.isLeader, isLocal: m.isLocal, raft: undefined, fsm: undefined };
+      if (req.withRaft) peer.raft = { meta };
+      if (req.withFsm && m.isLocal) {
+        const st = this.node.kv.stats();
+        peer.fsm = { lsmSize: st.dataSize, vlogSize: 0, keysCount: req.withFsm.withKeyCount ? st.keyCount : 0 };
+      }
+      return peer;
+    });
+    return { peers };
+  }
+
+  private async join(req: JoinRequest, md: grpc.Metadata): Promise<JoinResponse> {
+    this.assertStarted();
+    if (!req.id) throw new RequestError(grpc.status.INVALID_ARGUMENT, "join needs the node id");
+    if (!req.addr || req.addr.lastIndexOf(":") <= 0) throw new RequestError(grpc.status.INVALID_ARGUMENT, `join needs the node's raft address as host:port, got ${JSON.stringify(req.addr)}`);
+    if (!this.node.isLeader()) {
+      if (md.get(FORWARDED_METADATA).length > 0) throw this.node.notLeader();
+      const leader = this.node.leader();
+      if (!leader.grpcAddr) throw this.node.notLeader();
+      const out = new grpc.Metadata();
+      out.set(FORWARDED_METADATA, this.node.id);
+      return new Promise((resolve, reject) => {
+        this.forwardClient(leader.grpcAddr).join(req, out, { deadline: Date.now() + 30_000 }, (err, resp) => (err ? reject(err) : resolve(resp!)));
+      });
+    }
+    const member = this.node.members().find((m) => m.id === req.id);
+    if (member) {
+      if (member.raftAddr && member.raftAddr !== req.addr) {
+        throw new RequestError(grpc.status.ALREADY_EXISTS, `node ${req.id} is already a member with raft address ${member.raftAddr}, not ${req.addr}; remove it first`);
+      }
+      // Already a member: joining again is a no-op (the promoter finishes a learner's catch-up).
+      return { leaderInfo: this.leaderInfo() };
+    }
+    const grpcAddr = (req as JoinRequest & { grpcAddr?: string }).grpcAddr || req.id;
+    await this.node.proposeConfChange({
+      type: ConfChangeType.AddLearner,
+      nodeId: req.id,
+      context: encodePeerContext({ raft: req.addr, grpc: grpcAddr }),
+    });
+    this.log.info(`added ${req.id} (raft ${req.addr}) as a learner; it becomes a voter once caught up`);
+    return { leaderInfo: this.leaderInfo() };
+  }
+}
+
+function toPbEvent(ev: KvEvent, watcherId: string): WatchResponse["event"] {
+  return {
+    type: ev.type === "put" ? EventType.Put : EventType.Delete,
+    key: ev.key,
+    value: ev.value,
+    meta: ev.meta,
+    version: ev.version,
+    expireAt: ev.expireAt,
+    watcherId,
+  };
+}
