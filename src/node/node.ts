@@ -23,6 +23,7 @@ import { type PeerAddress, RaftLogStore } from "../storage/raft-log-store.ts";
 import { PeerTransport } from "../transport/transport.ts";
 import { NodeStoppedError, NotLeaderError, ProposalLostError, UnavailableError } from "./errors.ts";
 import { type Logger } from "./logger.ts";
+import { ProposalIds, unwrapProposal, wrapProposal } from "./proposal-id.ts";
 import { readSnapshotEnvelope, writeSnapshotEnvelope } from "./snapshot-envelope.ts";
 
 export interface JoinResult {
@@ -50,7 +51,12 @@ export interface NodeOptions {
 }
 
 interface ProposalWaiter {
+  id: number;
+  /** Where the entry went when appended here (as leader); 0 when passed to the leader. */
+  index: number;
   term: number;
+  /** A forwarded proposal may be lost with a leader change: then its outcome is unknown. */
+  deadline: number;
   resolve: (o: ApplyOutcome) => void;
   reject: (e: Error) => void;
 }
@@ -71,6 +77,7 @@ export interface MemberInfo {
 
 const MAX_APPLY_BYTES = 64 << 20;
 const READ_TIMEOUT_FACTOR = 3;
+const FORWARD_TIMEOUT_FACTOR = 5;
 
 export function encodePeerContext(addr: PeerAddress): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(addr));
@@ -108,7 +115,10 @@ export class RaftNode {
   /** Serializes state-machine replacement (snapshot install) with applying entries. */
   private fsmLock: Promise<void> = Promise.resolve();
 
+  /** Waiting proposals by proposal id, and (those appended here) by log index. */
   private readonly proposals = new Map<number, ProposalWaiter>();
+  private readonly proposalsAt = new Map<number, ProposalWaiter>();
+  private readonly proposalIds = new ProposalIds();
   private readBatch: ReadWaiter[] = [];
   /** Starts at a random point so a restarted node never reuses an id a leader may still answer. */
   private readCtx = Math.floor(Math.random() * 2 ** 52);
@@ -198,6 +208,7 @@ export class RaftNode {
     this.ticker = setInterval(() => {
       this.core.tick();
       this.expireReads();
+      this.expireProposals();
       if (++ticks % 5 === 0) this.promoteCaughtUpLearners();
       this.schedule();
     }, this.opts.tickMs);
@@ -237,7 +248,9 @@ export class RaftNode {
     if (this.ticker) clearInterval(this.ticker);
     if (this.snapshotTimer) clearInterval(this.snapshotTimer);
     for (const w of this.proposals.values()) w.reject(new NodeStoppedError());
+    for (const w of this.proposalsAt.values()) w.reject(new NodeStoppedError());
     this.proposals.clear();
+    this.proposalsAt.clear();
     for (const r of this.readsByCtx.values()) for (const w of r.waiters) w.reject(new NodeStoppedError());
     for (const r of this.readsByIndex) for (const w of r.waiters) w.reject(new NodeStoppedError());
     this.readsByCtx.clear();
@@ -272,18 +285,39 @@ export class RaftNode {
     this.schedule();
   }
 
-  /** Proposes a command; resolves once it is applied here (on the leader). */
-  propose(data: Uint8Array): Promise<ApplyOutcome> {
+  /**
+   * Proposes a command through the leader (a follower passes it on over the peer transport);
+   * resolves once this node has applied it.
+   */
+  propose(command: Uint8Array): Promise<ApplyOutcome> {
     if (this.stopped) return Promise.reject(new NodeStoppedError());
-    let at: { index: number; term: number };
+    const id = this.proposalIds.next();
+    let at: { index: number; term: number } | null;
     try {
-      at = this.core.propose(data);
+      at = this.core.proposeOrForward(wrapProposal(id, command));
     } catch (err) {
       if (err instanceof ProposalDroppedError) return Promise.reject(this.notLeader());
       throw err;
     }
     this.schedule();
-    return new Promise((resolve, reject) => this.proposals.set(at.index, { term: at.term, resolve, reject }));
+    const timeout = this.opts.tickMs * this.opts.electionTicks * FORWARD_TIMEOUT_FACTOR;
+    return new Promise((resolve, reject) => {
+      const w: ProposalWaiter = { id, index: at?.index ?? 0, term: at?.term ?? 0, deadline: Date.now() + timeout, resolve, reject };
+      this.proposals.set(id, w);
+      if (at) this.proposalsAt.set(at.index, w);
+    });
+  }
+
+  /** Forwarded proposals not applied in time: their fate is unknown to us; tell the caller. */
+  private expireProposals(): void {
+    if (this.proposals.size === 0) return;
+    const now = Date.now();
+    for (const [id, w] of this.proposals) {
+      if (w.index === 0 && w.deadline <= now) {
+        this.proposals.delete(id);
+        w.reject(new UnavailableError("the write was passed to the leader but not applied in time (leader change?); it may or may not take effect"));
+      }
+    }
   }
 
   /** Proposes a membership change; resolves when it is applied. */
@@ -300,7 +334,10 @@ export class RaftNode {
       throw err;
     }
     this.schedule();
-    return new Promise((resolve, reject) => this.proposals.set(at.index, { term: at.term, resolve, reject }));
+    return new Promise((resolve, reject) => {
+      const w: ProposalWaiter = { id: 0, index: at.index, term: at.term, deadline: Infinity, resolve, reject };
+      this.proposalsAt.set(at.index, w);
+    });
   }
 
   /**
@@ -447,33 +484,62 @@ export class RaftNode {
   }
 
   private async applyCommitted(entries: Entry[]): Promise<void> {
-    await this.fsmLock;
+    const release = await this.lockFsm();
+    try {
+      await this.applyLocked(entries);
+    } finally {
+      release();
+    }
+  }
+
+  private async applyLocked(entries: Entry[]): Promise<void> {
     const batch = Math.max(1, this.opts.batchSize);
     for (let i = 0; i < entries.length; i += batch) {
       const chunk = entries.slice(i, i + batch);
-      const fsmEntries: FsmEntry[] = chunk.map((e) => ({ index: e.index, data: e.type === EntryType.Normal && e.data.byteLength > 0 ? e.data : null }));
-      const outcomes = this.kv.applyEntries(fsmEntries);
+      const ids: number[] = [];
+      const fsmEntries: FsmEntry[] = chunk.map((e) => {
+        if (e.type !== EntryType.Normal || e.data.byteLength === 0) {
+          ids.push(0);
+          return { index: e.index, data: null };
+        }
+        const { id, command } = unwrapProposal(e.data);
+        ids.push(id);
+        return { index: e.index, data: command };
+      });
+      const outcomes = await this.kv.applyEntriesAsync(fsmEntries);
       const byIndex = new Map<number, ApplyOutcome>();
       for (const o of outcomes) byIndex.set(o.index, o);
       const events: KvEvent[] = [];
-      for (const e of chunk) {
+      for (let k = 0; k < chunk.length; k++) {
+        const e = chunk[k]!;
         if (e.type === EntryType.ConfChange) this.onConfApplied(e);
         const o = byIndex.get(e.index) ?? { index: e.index, version: e.index, events: [] };
         for (const ev of o.events) events.push(ev);
-        const w = this.proposals.get(e.index);
+        // A proposal appended here at this index but overwritten by another leader's entry.
+        const at = this.proposalsAt.get(e.index);
+        if (at) {
+          this.proposalsAt.delete(e.index);
+          if (at.term !== e.term) {
+            this.proposals.delete(at.id);
+            at.reject(new ProposalLostError(e.index, at.term));
+          } else if (at.id === 0) at.resolve(o);
+        }
+        const id = ids[k]!;
+        const w = id !== 0 ? this.proposals.get(id) : undefined;
         if (w) {
-          this.proposals.delete(e.index);
-          if (w.term === e.term) w.resolve(o);
-          else w.reject(new ProposalLostError(e.index, w.term));
+          this.proposals.delete(id);
+          w.resolve(o);
         }
       }
       if (events.length > 0 && this.onEvents) this.onEvents(events);
     }
-    // Proposals below the applied index that never matched are gone (overwritten, then compacted).
+    // Proposals appended here below the applied index that never showed up were overwritten
+    // and compacted away (a snapshot covered them).
     const applied = entries[entries.length - 1]!.index;
-    for (const [index, w] of this.proposals) {
+    for (const [index, w] of this.proposalsAt) {
       if (index <= applied) {
-        this.proposals.delete(index);
+        this.proposalsAt.delete(index);
+        this.proposals.delete(w.id);
         w.reject(new ProposalLostError(index, w.term));
       }
     }
@@ -576,7 +642,7 @@ export class RaftNode {
       // Already have it: let the core answer (it will report our position).
       for (let r = await rest.next(); !r.done; r = await rest.next()) { /* discard */ }
     } else {
-      const release = this.lockFsm();
+      const release = await this.lockFsm();
       try {
         const restored = await this.kv.restoreFromChunks({ [Symbol.asyncIterator]: () => rest });
         this.log.info(`installed a state machine image at ${restored} from ${m.from} (snapshot ${meta.index}, term ${meta.term})`);
@@ -593,11 +659,13 @@ export class RaftNode {
     this.schedule();
   }
 
-  private lockFsm(): () => void {
+  /** Waits for whoever holds the state machine (an apply or a snapshot install); returns the release. */
+  private async lockFsm(): Promise<() => void> {
     let release!: () => void;
     const prev = this.fsmLock;
-    this.fsmLock = prev.then(() => new Promise<void>((r) => (release = r)));
-    return () => release();
+    this.fsmLock = new Promise<void>((r) => (release = r));
+    await prev;
+    return release;
   }
 
   // ---- queries -----------------------------------------------------------------------------

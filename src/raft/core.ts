@@ -155,6 +155,8 @@ export class RaftCore {
   private readStates: ReadState[] = [];
 
   private msgs: Message[] = [];
+  /** Commands to pass to the leader at the next ready(). */
+  private forwardQueue: Entry[] = [];
   private msgsAfterPersist: Message[] = [];
   /** Proposals were appended: send AppendEntries at the next ready(). */
   private appendPending = false;
@@ -220,6 +222,21 @@ export class RaftCore {
     this.checkCanPropose();
     const index = this.appendEntry(EntryType.Normal, data);
     return { index, term: this.term };
+  }
+
+  /**
+   * Proposes on the leader, or passes the command to the leader when this node follows one
+   * (all commands forwarded in one turn travel in one message). Returns where the entry went
+   * when appended here; null when forwarded (the caller recognises it when it is applied).
+   * A forwarded command may be lost (leader change): the caller must time out.
+   */
+  proposeOrForward(data: Uint8Array): { index: number; term: number } | null {
+    if (this.state === RaftState.Leader) return this.propose(data);
+    if (this.lead === NONE) {
+      throw new ProposalDroppedError("not-leader", `${this.id} is ${raftStateName(this.state)} and knows no leader`);
+    }
+    this.forwardQueue.push({ term: 0, index: 0, type: EntryType.Normal, data });
+    return null;
   }
 
   proposeConfChange(cc: ConfChange): { index: number; term: number } {
@@ -333,7 +350,7 @@ export class RaftCore {
 
   hasReady(): boolean {
     if (this.msgs.length > 0 || this.msgsAfterPersist.length > 0 || this.readStates.length > 0) return true;
-    if (this.appendPending || this.readOnly.broadcastPending) return true;
+    if (this.appendPending || this.readOnly.broadcastPending || this.forwardQueue.length > 0) return true;
     if (this.log.hasUnstable() || this.log.hasNextCommitted()) return true;
     return !isHardStateEqual(this.hardState(), this.prevHardState);
   }
@@ -345,6 +362,14 @@ export class RaftCore {
       if (this.readOnly.broadcastPending) this.bcastHeartbeat();
     }
     this.appendPending = false;
+    if (this.forwardQueue.length > 0) {
+      if (this.lead !== NONE && this.state !== RaftState.Leader) {
+        const m = message(MessageType.Prop, this.id, this.lead, this.term);
+        m.entries = this.forwardQueue;
+        this.send(m);
+      }
+      this.forwardQueue = [];
+    }
     const hs = this.hardState();
     const committedEntries = this.log.nextCommitted(this.maxCommittedSize);
     const rd: Ready = {
@@ -601,6 +626,11 @@ export class RaftCore {
       case MessageType.ReadIndex:
         // Only members may ask: an unknown node's context would be answered to nobody.
         if (isMember(this.confs.current(), m.from)) this.leaderReadIndex(m.context, m.from);
+        return;
+      case MessageType.Prop:
+        // Dropped while leadership is being handed over; the followers' callers time out.
+        if (this.leadTransferee !== NONE || !isMember(this.confs.current(), m.from)) return;
+        for (const e of m.entries) if (e.type === EntryType.Normal && e.data.byteLength > 0) this.appendEntry(EntryType.Normal, e.data);
         return;
       default:
         return;
@@ -959,6 +989,11 @@ export class RaftCore {
     // A leader's replication traffic may overlap its own fsync (§10.2.1), but only once its
     // term is durable: a single voter elects itself within one tick, and a crash before that
     // term reached the disk would let it win the same term again with a different log.
+    // A forwarded proposal promises nothing about our state: it may go at once.
+    if (m.type === MessageType.Prop) {
+      this.msgs.push(m);
+      return;
+    }
     const immediate =
       this.state === RaftState.Leader &&
       this.term === this.prevHardState.term &&

@@ -33,6 +33,8 @@ export const enum MessageType {
   ReadIndex = 10,
   ReadIndexResp = 11,
   TimeoutNow = 12,
+  /** A follower passes client proposals to the leader (entries carry only data). */
+  Prop = 13,
 }
 
 export interface Message {
@@ -137,6 +139,7 @@ export function messageTypeName(t: MessageType): string {
     case MessageType.ReadIndex: return "ReadIndex";
     case MessageType.ReadIndexResp: return "ReadIndexResp";
     case MessageType.TimeoutNow: return "TimeoutNow";
+    case MessageType.Prop: return "Prop";
   }
 }
 

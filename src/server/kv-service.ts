@@ -186,15 +186,16 @@ export class KvService {
           ttlMs = durationToMs(kv.ttl);
           if (!(ttlMs > 0) || !Number.isFinite(ttlMs)) throw new RequestError(grpc.status.INVALID_ARGUMENT, "ttl must be positive");
         }
-        if (!this.node.isLeader()) return this.forward(cmd, md);
-        // The leader stamps the absolute expiry into the entry so every replica agrees.
+        // The leader stamps a TTL's absolute expiry into the entry so every replica agrees (and
+        // no follower's clock matters): a follower hands such a put to the leader's API.
+        // Other writes go through the Raft transport (RaftNode.propose forwards them).
+        if (ttlMs > 0 && !this.node.isLeader()) return this.forward(cmd, md);
         const data = encodeCommand({ kind: CommandKind.Put, key, value, meta, expireAt: ttlMs > 0 ? Date.now() + ttlMs : 0 });
         const out = await this.node.propose(data);
         return { key, value: EMPTY, meta: 0, version: out.version };
       }
       case OpType.Delete: {
         this.validateKey(key);
-        if (!this.node.isLeader()) return this.forward(cmd, md);
         const out = await this.node.propose(encodeCommand({ kind: CommandKind.Delete, key }));
         return { key, value: EMPTY, meta: 0, version: out.version };
       }

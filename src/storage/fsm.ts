@@ -499,6 +499,8 @@ export class KvStore {
   private env: Env | null;
   private applied: number;
   private restoring = false;
+  /** An applyEntriesAsync transaction is in flight. */
+  private applying = false;
   private closed = false;
   private readonly snapshotTxns = new Set<LmdbTxn>();
   readonly dir: string;
@@ -563,20 +565,9 @@ export class KvStore {
    * the caller must not continue past such a failure.
    */
   applyEntries(entries: FsmEntry[]): ApplyOutcome[] {
-    const env = this.live();
-    if (this.restoring) throw new KvStoreError(`cannot apply entries to ${this.file} while a snapshot restore is in progress`);
-    const todo: FsmEntry[] = [];
-    let next = this.applied + 1;
-    for (const e of entries) {
-      if (!Number.isSafeInteger(e.index) || e.index < 1) throw new KvStoreError(`invalid entry index ${e.index}`);
-      if (e.index < next && todo.length === 0) continue; // already applied (replay)
-      if (e.index !== next) {
-        throw new KvStoreError(`entries must be contiguous: expected index ${next} but got ${e.index} (applied index ${this.applied}, ${this.file})`);
-      }
-      todo.push(e);
-      next++;
-    }
+    const todo = this.pending(entries);
     if (todo.length === 0) return [];
+    const env = this.live();
     const outcomes: ApplyOutcome[] = [];
     const last = todo[todo.length - 1].index;
     try {
@@ -589,6 +580,52 @@ export class KvStore {
     }
     this.applied = last;
     return outcomes;
+  }
+
+  /**
+   * applyEntries in lmdb-js's asynchronous write transaction: the commit (and, with
+   * overlappingSync, its flush) runs on lmdb-js's writer thread, so the JS thread keeps
+   * serving. Resolves once the writes are committed and visible. Calls must not overlap: the
+   * caller awaits each one before the next (the Raft node applies in order).
+   */
+  async applyEntriesAsync(entries: FsmEntry[]): Promise<ApplyOutcome[]> {
+    const todo = this.pending(entries);
+    if (todo.length === 0) return [];
+    if (this.applying) throw new KvStoreError(`overlapping applyEntriesAsync calls on ${this.file}`);
+    const env = this.live();
+    const outcomes: ApplyOutcome[] = [];
+    const last = todo[todo.length - 1].index;
+    this.applying = true;
+    try {
+      await env.root.transaction(() => {
+        for (const e of todo) outcomes.push(this.applyOne(env, e));
+        env.meta.putSync(META_APPLIED, le64(last));
+      });
+    } catch (e) {
+      throw new KvStoreError(`applying entries ${todo[0].index}..${last} to ${this.file} failed (nothing applied): ${errMsg(e)}`, { cause: e });
+    } finally {
+      this.applying = false;
+    }
+    this.applied = last;
+    return outcomes;
+  }
+
+  /** The entries not yet applied, checked to continue the applied index without a gap. */
+  private pending(entries: FsmEntry[]): FsmEntry[] {
+    this.live();
+    if (this.restoring) throw new KvStoreError(`cannot apply entries to ${this.file} while a snapshot restore is in progress`);
+    const todo: FsmEntry[] = [];
+    let next = this.applied + 1;
+    for (const e of entries) {
+      if (!Number.isSafeInteger(e.index) || e.index < 1) throw new KvStoreError(`invalid entry index ${e.index}`);
+      if (e.index < next && todo.length === 0) continue; // already applied (replay)
+      if (e.index !== next) {
+        throw new KvStoreError(`entries must be contiguous: expected index ${next} but got ${e.index} (applied index ${this.applied}, ${this.file})`);
+      }
+      todo.push(e);
+      next++;
+    }
+    return todo;
   }
 
   private applyOne(env: Env, e: FsmEntry): ApplyOutcome {

@@ -30,7 +30,7 @@ const FLAG_REJECT = 1;
 const FLAG_SNAPSHOT = 2;
 const KNOWN_FLAGS = FLAG_REJECT | FLAG_SNAPSHOT;
 const MIN_MSG_TYPE = MessageType.App;
-const MAX_MSG_TYPE = MessageType.TimeoutNow;
+const MAX_MSG_TYPE = MessageType.Prop;
 
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });

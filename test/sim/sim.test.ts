@@ -5,6 +5,8 @@
 import { describe, expect, test } from "bun:test";
 import { runSimulation } from "./simulator.ts";
 
+const TIMEOUT = 180_000;
+
 function runSeeds(nodes: number, first: number, count: number): string[] {
   const failures: string[] = [];
   for (let seed = first; seed < first + count; seed++) {
@@ -19,7 +21,7 @@ describe("simulated 3-node clusters", () => {
     const first = 1 + chunk * 50;
     test(`seeds ${first}..${first + 49}`, () => {
       expect(runSeeds(3, first, 50)).toEqual([]);
-    });
+    }, TIMEOUT);
   }
 });
 
@@ -28,14 +30,14 @@ describe("simulated 5-node clusters", () => {
     const first = 10_001 + chunk * 50;
     test(`seeds ${first}..${first + 49}`, () => {
       expect(runSeeds(5, first, 50)).toEqual([]);
-    });
+    }, TIMEOUT);
   }
 });
 
 describe("simulated single-node clusters", () => {
   test("seeds 20001..20100", () => {
     expect(runSeeds(1, 20_001, 100)).toEqual([]);
-  });
+  }, TIMEOUT);
 });
 
 describe("the simulator itself", () => {
@@ -56,5 +58,5 @@ describe("the simulator itself", () => {
     for (const [k, v] of Object.entries(totals)) expect({ [k]: v > 0 }).toEqual({ [k]: true });
     // Enough completed operations for the linearizability check to mean something.
     expect(totals.opsOk).toBeGreaterThan(30 * 100);
-  });
+  }, TIMEOUT);
 });
