@@ -23,6 +23,7 @@ const ALL_TYPES: MessageType[] = [
   MessageType.ReadIndex,
   MessageType.ReadIndexResp,
   MessageType.TimeoutNow,
+  MessageType.Prop,
 ];
 
 function entries(from: number, n: number, term: number, size: number): Entry[] {
@@ -178,7 +179,7 @@ describe("message codec", () => {
     expect(() => decodeMessage(new Uint8Array([1, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0]))).toThrow(CodecError);
     expect(() => decodeMessage(new Uint8Array([1, 0, 2, 0xc3, 0x28, 0, 0, 0, 0, 0, 0, 0, 0]))).toThrow(CodecError);
     expect(() => decodeMessage(new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))).toThrow(CodecError);
-    expect(() => decodeMessage(new Uint8Array([13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))).toThrow(CodecError);
+    expect(() => decodeMessage(new Uint8Array([MessageType.Prop + 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))).toThrow(CodecError);
   });
 
   test("fuzz: random bytes decode or throw CodecError, never anything else", () => {
