@@ -129,6 +129,13 @@ export class RaftNode {
   private lastLeader: NodeId = NONE;
   private lastState: RaftState = RaftState.Follower;
   private promoting = false;
+  /** Committed entries waiting for the applier, and the applier's run (null when idle). */
+  private readonly applyQueue: Entry[] = [];
+  private applier: Promise<void> | null = null;
+  /** Highest index whose effects are in the state machine (reads wait for it). */
+  private fsmApplied = 0;
+  /** The commit index on disk is behind the core's (see drainOnce). */
+  private commitLagging = false;
 
   /** Watchers of applied writes (the watch hub). */
   onEvents: ((events: KvEvent[]) => void) | null = null;
@@ -150,7 +157,7 @@ export class RaftNode {
    */
   async start(mode: { join: (() => Promise<JoinResult>) | null }): Promise<void> {
     this.logStore = RaftLogStore.open({ dir: this.opts.logDir, noSync: this.opts.noSync });
-    this.kv = KvStore.open({ dir: this.opts.kvDir, versionKeepNum: this.opts.versionKeepNum });
+    this.kv = KvStore.open({ dir: this.opts.kvDir, versionKeepNum: this.opts.versionKeepNum, unsafeNoSync: this.opts.noSync });
     if (this.logStore.isEmpty() && this.logStore.clusterId() === null) {
       if (mode.join) {
         const joined = await mode.join();
@@ -167,6 +174,7 @@ export class RaftNode {
     // The state machine may have been restored from a snapshot past the stored commit index:
     // entries up to its applied index are skipped when handed out again.
     const applied = Math.max(this.logStore.firstIndex() - 1, Math.min(this.kv.appliedIndex, hs.commit));
+    this.fsmApplied = this.kv.appliedIndex;
     this.core = new RaftCore({
       id: this.id,
       storage: this.logStore,
@@ -238,6 +246,7 @@ export class RaftNode {
     while (this.core.hasReady() && this.core.log.applied < target) {
       await this.drainOnce();
     }
+    await this.applier;
   }
 
   /** Stops accepting work, hands leadership over if leader, flushes and closes storage. */
@@ -256,6 +265,7 @@ export class RaftNode {
     this.readsByCtx.clear();
     this.readsByIndex.length = 0;
     while (this.draining) await sleep(5);
+    await this.applier;
     if (this.transport) await this.transport.stop();
     await this.fsmLock;
     if (this.kv) {
@@ -434,11 +444,20 @@ export class RaftNode {
     this.learnPeers(rd);
     const peers = this.peerBookDirty ? this.peerBook : undefined;
     this.peerBookDirty = false;
-    if (rd.hardState || rd.entries.length > 0 || rd.snapshot || peers) {
-      await this.logStore.save(rd.hardState, rd.entries, rd.snapshot ? rd.snapshot.meta : null, peers);
+    // Raft needs term and vote on disk before answering; the commit index may lag (after a
+    // restart the leader tells us again). A ready that only moves the commit index is not
+    // worth an fsync: it rides along with the next write that is.
+    const hs = rd.hardState;
+    const durable = this.logStore.hardState();
+    const onlyCommit = hs !== null && hs.term === durable.term && hs.vote === durable.vote;
+    if (rd.entries.length > 0 || rd.snapshot || peers || (hs !== null && !onlyCommit)) {
+      await this.logStore.save(hs ?? (this.commitLagging ? this.core.hardState() : null), rd.entries, rd.snapshot ? rd.snapshot.meta : null, peers);
+      this.commitLagging = false;
+    } else if (hs !== null) {
+      this.commitLagging = true;
     }
     if (rd.messagesAfterPersist.length > 0) this.transport.send(rd.messagesAfterPersist);
-    if (rd.committedEntries.length > 0) await this.applyCommitted(rd.committedEntries);
+    if (rd.committedEntries.length > 0) this.enqueueApply(rd.committedEntries);
     for (const rs of rd.readStates) {
       const r = this.readsByCtx.get(rs.context);
       if (!r) continue;
@@ -480,6 +499,35 @@ export class RaftNode {
           if (cc.nodeId !== this.id) this.transport.setPeer(cc.nodeId, addr.raft);
         }
       }
+    }
+  }
+
+  /**
+   * Committed entries go to the applier, which runs beside the loop: while one state-machine
+   * transaction commits, the loop persists the next batch of the log, and the entries that
+   * arrive meanwhile make the next transaction larger (up to --batch-size).
+   */
+  private enqueueApply(entries: Entry[]): void {
+    for (const e of entries) this.applyQueue.push(e);
+    if (!this.applier) {
+      this.applier = this.runApplier().finally(() => {
+        this.applier = null;
+      });
+    }
+  }
+
+  private async runApplier(): Promise<void> {
+    const batch = Math.max(1, this.opts.batchSize);
+    try {
+      while (this.applyQueue.length > 0) {
+        const entries = this.applyQueue.splice(0, batch);
+        await this.applyCommitted(entries);
+        this.fsmApplied = Math.max(this.fsmApplied, entries[entries.length - 1]!.index);
+        this.releaseReads();
+      }
+    } catch (err) {
+      this.log.error(`applying committed entries failed: ${(err as Error).stack ?? err}`);
+      this.fatal(err as Error);
     }
   }
 
@@ -565,7 +613,7 @@ export class RaftNode {
 
   private releaseReads(): void {
     if (this.readsByIndex.length === 0) return;
-    const applied = this.core.log.applied;
+    const applied = this.fsmApplied;
     for (let i = 0; i < this.readsByIndex.length; ) {
       const r = this.readsByIndex[i]!;
       if (r.index <= applied) {
@@ -605,7 +653,7 @@ export class RaftNode {
    */
   private async maybeSnapshot(byTimer: boolean): Promise<void> {
     if (this.snapshotting || this.stopped || !this.core) return;
-    const applied = this.core.log.applied;
+    const applied = this.fsmApplied;
     const snap = this.logStore.snapshot();
     const since = applied - (snap ? snap.meta.index : 0);
     const due = since >= this.opts.snapshotThreshold || (byTimer && since > 0 && Date.now() - this.lastSnapshotAt >= this.opts.snapshotIntervalMs);
@@ -669,6 +717,11 @@ export class RaftNode {
   }
 
   // ---- queries -----------------------------------------------------------------------------
+
+  /** Highest log index reflected in this node's state machine. */
+  appliedIndex(): number {
+    return this.fsmApplied;
+  }
 
   isLeader(): boolean {
     return this.core.state === RaftState.Leader;

@@ -295,7 +295,7 @@ export class KvService {
         meta.set("term", String(status.term));
         meta.set("state", ["Follower", "PreCandidate", "Candidate", "Leader"][status.state]!);
         meta.set("commit_index", String(status.commit));
-        meta.set("applied_index", String(status.applied));
+        meta.set("applied_index", String(this.node.appliedIndex()));
         meta.set("last_log_index", String(status.lastIndex));
         meta.set("first_log_index", String(this.node.logStore.firstIndex()));
         meta.set("leader", status.lead);
