@@ -222,6 +222,9 @@ export class RaftNode {
     }, this.opts.tickMs);
     this.snapshotTimer = setInterval(() => void this.maybeSnapshot(true), Math.max(1000, Math.min(this.opts.snapshotIntervalMs, 60_000)));
     this.started = true;
+    // A cluster of one has nobody to wait for: take leadership at once.
+    const conf = this.core.conf();
+    if (conf.voters.length === 1 && conf.voters[0] === this.id) this.core.campaignNow();
     this.schedule();
   }
 

@@ -217,6 +217,14 @@ export class RaftCore {
     else this.tickElection();
   }
 
+  /**
+   * Starts an election now instead of after a timeout (a sole voter at start-up need not
+   * wait). Does nothing on a leader or a node that cannot be elected.
+   */
+  campaignNow(): void {
+    this.hup(false);
+  }
+
   /** Appends a command; returns where it will be committed if all goes well. */
   propose(data: Uint8Array): { index: number; term: number } {
     this.checkCanPropose();

@@ -404,3 +404,12 @@ describe("restart", () => {
     expect(() => new RaftCore({ id: "a", storage, electionTick: 10, heartbeatTick: 1, random: () => 0.5, applied: 0 })).toThrow(/behind the log's snapshot/);
   });
 });
+
+describe("campaignNow", () => {
+  test("a sole voter asked to campaign leads at once, without waiting for a timeout", () => {
+    const c = new Cluster(["a"]);
+    c.get("a").core.campaignNow();
+    c.flush("a");
+    expect(c.get("a").core.state).toBe(RaftState.Leader);
+  });
+});
