@@ -60,10 +60,11 @@
 // an LMDB file; open() therefore validates the file header itself before handing it to LMDB.
 
 import { createHash, randomBytes } from "node:crypto";
-import { accessSync, closeSync, constants as fsConstants, fsyncSync, mkdirSync, openSync, readSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { accessSync, closeSync, constants as fsConstants, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type Database, type DatabaseOptions, type RootDatabase, type TransactionFlags, open as lmdbOpen } from "lmdb";
 import { CommandKind, decodeCommand, type Command } from "./command.ts";
+import { checkLmdbFile } from "./lmdb-file.ts";
 
 export interface KvRecord {
   key: Uint8Array;
@@ -140,12 +141,6 @@ const SNAP_PAGE = 512; // entries read per range call while streaming
 const RESTORE_BATCH_BYTES = 8 << 20;
 const RESTORE_BATCH_RECORDS = 20_000;
 const MAX_SNAPSHOT_RECORD = 64 << 20;
-
-// LMDB on-disk header (lmdb-js fork, 64-bit): 24-byte page header, P_META flag in the u16 at 18,
-// then the meta: magic u32 at 24, version u32 at 28, page size (mm_dbs[0].md_pad) u32 at 48.
-const LMDB_MAGIC = 0xbeefc0de;
-const LMDB_DATA_VERSION = 2;
-const LMDB_P_META = 0x08;
 
 // ── small binary helpers ──────────────────────────────────────────────────────────────────────
 // Byte arithmetic rather than DataView: in Bun, touching `.buffer` of a typed array materialises an
@@ -322,26 +317,10 @@ function validateLmdbFile(file: string): void {
     throw new KvStoreError(`FSM file ${file} (or its lock file) is not readable and writable: ${errMsg(e)}`, { cause: e });
   }
   if (size === 0) return; // LMDB initialises an empty file
-  const fd = openSync(file, "r");
   try {
-    const head = Buffer.alloc(64);
-    const checkMeta = (off: number, which: string): number => {
-      const n = readSync(fd, head, 0, 64, off);
-      const bad = (why: string) =>
-        new KvStoreError(`${file} is not an LMDB data file or is corrupt (${which} meta page at offset ${off}: ${why}); refusing to open it`);
-      if (n < 64) throw bad(`file too short (${size} bytes)`);
-      if ((head.readUInt16LE(18) & LMDB_P_META) === 0) throw bad("not a meta page");
-      if (head.readUInt32LE(24) !== LMDB_MAGIC) throw bad("bad magic");
-      if ((head.readUInt32LE(28) & 0xffff) !== LMDB_DATA_VERSION) throw bad(`unsupported LMDB data version ${head.readUInt32LE(28) & 0xffff}`);
-      const psize = head.readUInt32LE(48);
-      if (psize < 512 || psize > 65536 || (psize & (psize - 1)) !== 0) throw bad(`implausible page size ${psize}`);
-      return psize;
-    };
-    const psize = checkMeta(0, "first");
-    if (size < 2 * psize) throw new KvStoreError(`${file} is truncated (${size} bytes, page size ${psize}); refusing to open it`);
-    checkMeta(psize, "second");
-  } finally {
-    closeSync(fd);
+    checkLmdbFile(file);
+  } catch (e) {
+    throw new KvStoreError(errMsg(e), { cause: e });
   }
 }
 

@@ -2,14 +2,17 @@
 // can crash the process. Before opening, we check the two meta pages ourselves and refuse
 // with an error that names the file.
 //
-// Meta page layout (lmdb-js's LMDB): a 24-byte page header, then MDB_meta: magic u32
-// 0xBEEFC0DE at 0x18, version u32, address u64, mapsize u64, two MDB_db records of 48 bytes
+// Meta page layout (lmdb-js's LMDB): a 24-byte page header (the P_META flag in the u16 at
+// 0x12), then MDB_meta: magic u32 0xBEEFC0DE at 0x18, data version u32 (2) at 0x1c, address
+// u64, mapsize u64, two MDB_db records of 48 bytes
 // (the free-list one stores the page size in its first u32, at 0x30), last page u64 at 0x90,
 // transaction id u64 at 0x98. The meta with the larger transaction id is the current one.
 
 import { closeSync, existsSync, fstatSync, openSync, readSync } from "node:fs";
 
 const MAGIC = 0xbeefc0de;
+const DATA_VERSION = 2;
+const P_META = 0x08;
 
 export class LmdbFileError extends Error {
   constructor(readonly path: string, detail: string) {
@@ -26,7 +29,9 @@ interface Meta {
 
 function readMeta(buf: Buffer, at: number): Meta | null {
   if (buf.byteLength < at + 0xa0) return null;
+  if ((buf.readUInt16LE(at + 0x12) & P_META) === 0) return null;
   if (buf.readUInt32LE(at + 0x18) !== MAGIC) return null;
+  if ((buf.readUInt32LE(at + 0x1c) & 0xffff) !== DATA_VERSION) return null;
   return {
     pageSize: buf.readUInt32LE(at + 0x30),
     lastPage: Number(buf.readBigUInt64LE(at + 0x90)),
