@@ -34,7 +34,10 @@ export interface JoinResult {
 export interface NodeOptions {
   id: NodeId;
   grpcAddr: string;
+  /** Where the transport listens. */
   raftAddr: string;
+  /** What the other members dial to reach this node. */
+  raftAdvertiseAddr: string;
   logDir: string;
   kvDir: string;
   /** Entries applied to the state machine per write transaction (0 = one by one). */
@@ -230,7 +233,7 @@ export class RaftNode {
 
   private async bootstrap(): Promise<void> {
     const clusterId = `${this.id}/${Date.now().toString(36)}${Math.floor(Math.random() * 1e9).toString(36)}`;
-    const self: PeerAddress = { raft: this.opts.raftAddr, grpc: this.opts.grpcAddr };
+    const self: PeerAddress = { raft: this.opts.raftAdvertiseAddr, grpc: this.opts.grpcAddr };
     const entry: Entry = {
       term: 1,
       index: 1,

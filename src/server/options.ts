@@ -14,6 +14,8 @@ export interface ServerOptions {
   nodeId: string;
   grpcAddr: string;
   raftAddr: string;
+  /** The Raft address other members dial (a proxy, a NAT); defaults to raftAddr. */
+  raftAdvertiseAddr: string;
   joinAddr: string | null;
   logDir: string;
   kvDir: string;
@@ -34,6 +36,7 @@ export interface ServerOptions {
 export const SERVER_FLAGS = [
   { flag: "--grpc-addr <host:port>", help: "client gRPC address", default: "127.0.0.1:9501" },
   { flag: "--raft-addr <host:port>", help: "peer (Raft) address", default: "127.0.0.1:9601" },
+  { flag: "--raft-advertise-addr <host:port>", help: "Raft address the other members use to reach this node (default: --raft-addr)" },
   { flag: "--join-addr <host:port>", help: "gRPC address of any member to join (first start only)" },
   { flag: "--node-id <id>", help: "node id (default: the gRPC address)" },
   { flag: "--log-dir <dir>", help: "Raft log directory", default: "./rbkv-data" },
@@ -104,6 +107,8 @@ export function parseServerOptions(raw: Raw): ServerOptions {
   parseHostPort(grpcAddr, "grpc-addr");
   parseHostPort(raftAddr, "raft-addr");
   const joinAddr = raw.joinAddr === undefined ? null : str(raw, "joinAddr", "join-addr");
+  const raftAdvertiseAddr = raw.raftAdvertiseAddr === undefined ? undefined : str(raw, "raftAdvertiseAddr", "raft-advertise-addr");
+  if (raftAdvertiseAddr !== undefined) parseHostPort(raftAdvertiseAddr, "raft-advertise-addr");
   if (joinAddr !== null) parseHostPort(joinAddr, "join-addr");
   if (grpcAddr === raftAddr) throw new ConfigError("--grpc-addr and --raft-addr must differ");
   const batchSize = int(raw, "batchSize", "batch-size", 100, 0, 500);
@@ -119,6 +124,7 @@ export function parseServerOptions(raw: Raw): ServerOptions {
     nodeId: raw.nodeId === undefined ? grpcAddr : str(raw, "nodeId", "node-id"),
     grpcAddr,
     raftAddr,
+    raftAdvertiseAddr: raftAdvertiseAddr ?? raftAddr,
     joinAddr,
     logDir: str(raw, "logDir", "log-dir", "./rbkv-data"),
     kvDir: str(raw, "kvDir", "kv-dir", "./rbkv-data"),

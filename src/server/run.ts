@@ -57,7 +57,7 @@ async function joinCluster(o: ServerOptions, log: Logger): Promise<JoinResult> {
     const client = createRbdkvClient(target);
     try {
       const joined = await new Promise<JoinResult>((resolve, reject) => {
-        const call = client.join({ id: o.nodeId, addr: o.raftAddr, grpcAddr: o.grpcAddr }, new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (err) => {
+        const call = client.join({ id: o.nodeId, addr: o.raftAdvertiseAddr, grpcAddr: o.grpcAddr }, new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (err) => {
           if (err) reject(err);
         });
         call.on("status", (status: grpc.StatusObject) => {
@@ -117,6 +117,7 @@ export async function runServer(o: ServerOptions): Promise<void> {
     id: o.nodeId,
     grpcAddr: o.grpcAddr,
     raftAddr: o.raftAddr,
+    raftAdvertiseAddr: o.raftAdvertiseAddr,
     logDir: o.logDir,
     kvDir: join(o.kvDir, "kv"),
     batchSize: o.batchSize,
