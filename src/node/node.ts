@@ -249,8 +249,14 @@ export class RaftNode {
     const target = this.core.log.committed;
     const from = this.core.log.applied;
     if (target > from) this.log.info(`replaying log entries ${from + 1}..${target} into the state machine`);
-    while (this.core.hasReady() && this.core.log.applied < target) {
-      await this.drainOnce();
+    // Peers may already be talking to us: hold the loop so nothing else drains meanwhile.
+    this.draining = true;
+    try {
+      while (this.core.hasReady() && this.core.log.applied < target) {
+        await this.drainOnce();
+      }
+    } finally {
+      this.draining = false;
     }
     await this.applier;
   }
