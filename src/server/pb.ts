@@ -138,7 +138,7 @@ export interface JoinResponse {
   leaderInfo: LeaderInfoResponse | undefined;
 }
 
-/** What an encoder accepts: any field may be omitted (= its default); maps may be objects. */
+/** What an encoder accepts: every field may be omitted (= its default); maps may be objects. */
 export type Init<T> = T extends Uint8Array
   ? Uint8Array
   : T extends Map<infer K, infer V>

@@ -544,18 +544,18 @@ export class KvStore {
    * the caller must not continue past such a failure.
    */
   applyEntries(entries: FsmEntry[]): ApplyOutcome[] {
-    const todo = this.pending(entries);
-    if (todo.length === 0) return [];
+    const toApply = this.pending(entries);
+    if (toApply.length === 0) return [];
     const env = this.live();
     const outcomes: ApplyOutcome[] = [];
-    const last = todo[todo.length - 1].index;
+    const last = toApply[toApply.length - 1].index;
     try {
       env.root.transactionSync(() => {
-        for (const e of todo) outcomes.push(this.applyOne(env, e));
+        for (const e of toApply) outcomes.push(this.applyOne(env, e));
         env.meta.putSync(META_APPLIED, le64(last));
       }, TXN_FLAGS);
     } catch (e) {
-      throw new KvStoreError(`applying entries ${todo[0].index}..${last} to ${this.file} failed (nothing applied): ${errMsg(e)}`, { cause: e });
+      throw new KvStoreError(`applying entries ${toApply[0].index}..${last} to ${this.file} failed (nothing applied): ${errMsg(e)}`, { cause: e });
     }
     this.applied = last;
     return outcomes;
@@ -568,20 +568,20 @@ export class KvStore {
    * caller awaits each one before the next (the Raft node applies in order).
    */
   async applyEntriesAsync(entries: FsmEntry[]): Promise<ApplyOutcome[]> {
-    const todo = this.pending(entries);
-    if (todo.length === 0) return [];
+    const toApply = this.pending(entries);
+    if (toApply.length === 0) return [];
     if (this.applying) throw new KvStoreError(`overlapping applyEntriesAsync calls on ${this.file}`);
     const env = this.live();
     const outcomes: ApplyOutcome[] = [];
-    const last = todo[todo.length - 1].index;
+    const last = toApply[toApply.length - 1].index;
     this.applying = true;
     try {
       await env.root.transaction(() => {
-        for (const e of todo) outcomes.push(this.applyOne(env, e));
+        for (const e of toApply) outcomes.push(this.applyOne(env, e));
         env.meta.putSync(META_APPLIED, le64(last));
       });
     } catch (e) {
-      throw new KvStoreError(`applying entries ${todo[0].index}..${last} to ${this.file} failed (nothing applied): ${errMsg(e)}`, { cause: e });
+      throw new KvStoreError(`applying entries ${toApply[0].index}..${last} to ${this.file} failed (nothing applied): ${errMsg(e)}`, { cause: e });
     } finally {
       this.applying = false;
     }
@@ -593,18 +593,18 @@ export class KvStore {
   private pending(entries: FsmEntry[]): FsmEntry[] {
     this.live();
     if (this.restoring) throw new KvStoreError(`cannot apply entries to ${this.file} while a snapshot restore is in progress`);
-    const todo: FsmEntry[] = [];
+    const toApply: FsmEntry[] = [];
     let next = this.applied + 1;
     for (const e of entries) {
       if (!Number.isSafeInteger(e.index) || e.index < 1) throw new KvStoreError(`invalid entry index ${e.index}`);
-      if (e.index < next && todo.length === 0) continue; // already applied (replay)
+      if (e.index < next && toApply.length === 0) continue; // already applied (replay)
       if (e.index !== next) {
         throw new KvStoreError(`entries must be contiguous: expected index ${next} but got ${e.index} (applied index ${this.applied}, ${this.file})`);
       }
-      todo.push(e);
+      toApply.push(e);
       next++;
     }
-    return todo;
+    return toApply;
   }
 
   private applyOne(env: Env, e: FsmEntry): ApplyOutcome {
