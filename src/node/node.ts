@@ -142,6 +142,11 @@ export class RaftNode {
 
   /** Watchers of applied writes (the watch hub). */
   onEvents: ((events: KvEvent[]) => void) | null = null;
+  /**
+   * The state machine was replaced by a leader's image: the writes between `from` and `to`
+   * never passed through this node's apply, so its watchers cannot be told about them.
+   */
+  onStateReplaced: ((from: number, to: number) => void) | null = null;
   /** Leadership changes (for the TTL reaper, logs). */
   onLeaderChange: ((leader: NodeId, term: number) => void) | null = null;
 
@@ -704,8 +709,11 @@ export class RaftNode {
     } else {
       const release = await this.lockFsm();
       try {
+        const before = this.fsmApplied;
         const restored = await this.kv.restoreFromChunks({ [Symbol.asyncIterator]: () => rest });
+        this.fsmApplied = Math.max(this.fsmApplied, restored);
         this.log.info(`installed a state machine image at ${restored} from ${m.from} (snapshot ${meta.index}, term ${meta.term})`);
+        this.onStateReplaced?.(before + 1, restored);
       } finally {
         release();
       }

@@ -85,6 +85,7 @@ export class KvService {
     private readonly opts: ServerOptions,
     private readonly log: Logger,
   ) {
+    node.onStateReplaced = (from, to) => this.onStateReplaced(from, to);
     node.onLeaderChange = (leader) => {
       // leader_required watches end when this node stops leading.
       if (leader !== node.id) this.hub.closeAll(new RequestError(grpc.status.UNAVAILABLE, "this node is no longer the leader"), (id) => this.leaderOnly.has(id));
@@ -92,6 +93,13 @@ export class KvService {
   }
 
   private readonly leaderOnly = new Set<string>();
+
+  /** Watchers would silently miss the writes a snapshot install skipped: end them instead. */
+  private onStateReplaced(from: number, to: number): void {
+    this.hub.closeAll(
+      new RequestError(grpc.status.ABORTED, `this node caught up by installing a snapshot; the events of versions ${from}..${to} cannot be delivered: re-read and watch again`),
+    );
+  }
 
   setClusterId(id: string): void {
     this.clusterId = id;
