@@ -1,0 +1,348 @@
+// The Jepsen harness in CI: short runs of every nemesis against real ./rbkv processes, a short
+// durability run, the bad-input attacks, and unit tests showing that the proxy really cuts links
+// and that the checkers reject bad histories. Longer runs: `bun run jepsen -- --time 600 ...`.
+
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { type Server, type Socket, createConnection, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writer } from "../../src/transport/codec.ts";
+import { encodeHello } from "../../src/transport/transport.ts";
+import { freePort, sleep } from "../e2e/harness.ts";
+import { checkAgreement, checkRegister, checkSet, checkWatch, type FinalReads, type FinalValue } from "./checks.ts";
+import { JepsenCluster } from "./cluster.ts";
+import { NetProxy, parseHello } from "./proxy.ts";
+import { type JepsenOptions, activeClusters, defaultOptions, runJepsen } from "./runner.ts";
+import type { RegisterOp, SetAttempt, WatchSegment, WatchWrite } from "./workloads.ts";
+
+const resultsRoot = mkdtempSync(join(tmpdir(), "rbkv-jepsen-ci-"));
+let anyFailed = false;
+
+afterAll(() => {
+  // A run cut short by its test timeout still owns processes: never leave them behind.
+  for (const c of activeClusters) c.killAllSync();
+  if (!anyFailed) rmSync(resultsRoot, { recursive: true, force: true });
+});
+
+async function run(over: Partial<JepsenOptions>, keepResultsOnFailure = true): Promise<string> {
+  const o: JepsenOptions = {
+    ...defaultOptions(),
+    timeSec: 12,
+    workloads: ["register", "set"],
+    durabilityKills: 0,
+    badInput: false,
+    resultsRoot,
+    recoveryTimeoutMs: 45_000,
+    ...over,
+  };
+  const r = await runJepsen(o);
+  if (!r.pass && keepResultsOnFailure) anyFailed = true;
+  if (!r.pass && !keepResultsOnFailure) rmSync(r.dir, { recursive: true, force: true });
+  return r.line;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy
+// ---------------------------------------------------------------------------------------------
+
+function helloBytes(from: string, to: string): Uint8Array {
+  const w = new Writer(128);
+  encodeHello(w, 0, "cluster-x", from, to);
+  return w.buf.slice(0, w.pos);
+}
+
+/** A fake node: records every byte it receives. */
+async function sink(): Promise<{ server: Server; port: number; received: () => string; sockets: Socket[] }> {
+  const chunks: Buffer[] = [];
+  const sockets: Socket[] = [];
+  const server = createServer((s) => {
+    sockets.push(s);
+    s.on("data", (d: Buffer) => chunks.push(d));
+    s.on("error", () => {});
+  });
+  const port = await freePort();
+  await new Promise<void>((r) => server.listen(port, "127.0.0.1", () => r()));
+  return { server, port, received: () => Buffer.concat(chunks).toString("latin1"), sockets };
+}
+
+function dial(port: number): Promise<{ sock: Socket; closed: () => boolean }> {
+  return new Promise((resolve, reject) => {
+    let closed = false;
+    const sock = createConnection({ host: "127.0.0.1", port }, () => resolve({ sock, closed: () => closed }));
+    sock.on("error", (e) => {
+      closed = true;
+      reject(e);
+    });
+    sock.on("close", () => (closed = true));
+  });
+}
+
+describe("the partition proxy", () => {
+  test("parses the preamble and Hello frame of the real transport", () => {
+    const b = helloBytes("a", "b");
+    const h = parseHello(b);
+    expect(h).not.toBeNull();
+    expect(h).not.toBe("more");
+    if (h && h !== "more") {
+      expect(h.hello).toEqual({ version: 1, kind: 0, clusterId: "cluster-x", from: "a", to: "b" });
+      expect(h.bytes).toBe(b.byteLength);
+    }
+    expect(parseHello(b.subarray(0, 10))).toBe("more");
+    expect(parseHello(new TextEncoder().encode("GET / HTTP/1.1\r\n"))).toBeNull();
+  });
+
+  test("a blocked link really stops traffic (drop and blackhole), and healing restores it", async () => {
+    const target = await sink();
+    const listen = await freePort();
+    const proxy = new NetProxy([
+      { id: "a", listenPort: await freePort(), targetPort: 1 },
+      { id: "b", listenPort: listen, targetPort: target.port },
+    ]);
+    await proxy.start();
+    try {
+      // Open link a -> b: bytes arrive.
+      const c1 = await dial(listen);
+      c1.sock.write(helloBytes("a", "b"));
+      c1.sock.write("one;");
+      await sleep(200);
+      expect(target.received()).toContain("one;");
+      expect(proxy.liveLinks()).toEqual(["0>1"]);
+
+      // Drop: the live connection is destroyed, new ones closed at once, nothing gets through.
+      proxy.block(0, 1, "drop");
+      await sleep(200);
+      expect(c1.closed()).toBe(true);
+      const c2 = await dial(listen);
+      c2.sock.write(helloBytes("a", "b"));
+      c2.sock.write("two;");
+      await sleep(300);
+      expect(c2.closed()).toBe(true);
+      expect(target.received()).not.toContain("two;");
+
+      // The other direction is not blocked: b -> a would still be piped (checked by id only).
+      expect(proxy.isBlocked(1, 0)).toBe(false);
+
+      // Blackhole: the connection stays open but nothing arrives.
+      proxy.heal();
+      proxy.block(0, 1, "blackhole");
+      const c3 = await dial(listen);
+      c3.sock.write(helloBytes("a", "b"));
+      c3.sock.write("three;");
+      await sleep(300);
+      expect(c3.closed()).toBe(false);
+      expect(target.received()).not.toContain("three;");
+
+      // Heal: the black-holed connection is reset (its stream has holes); new ones pass.
+      proxy.heal();
+      await sleep(200);
+      expect(c3.closed()).toBe(true);
+      const c4 = await dial(listen);
+      c4.sock.write(helloBytes("a", "b"));
+      c4.sock.write("four;");
+      await sleep(300);
+      expect(target.received()).toContain("four;");
+      c4.sock.destroy();
+    } finally {
+      await proxy.stop();
+      for (const s of target.sockets) s.destroy();
+      target.server.close();
+    }
+  }, 20_000);
+
+  test("an isolated node of a real cluster cannot commit, and catches up once healed", async () => {
+    const root = mkdtempSync(join(tmpdir(), "rbkv-jepsen-proxy-"));
+    const c = await JepsenCluster.create({ nodes: 3, root, electionMs: 500, heartbeatMs: 50 });
+    try {
+      await c.start();
+      const l = (await c.leader())!;
+      const others = [0, 1, 2].filter((i) => i !== l);
+      c.proxy.cut([l], others, "drop");
+      const stuck = await c.clients[l]!.put("iso/x", "1", 2000);
+      expect(stuck.ok).toBe(false);
+      // The majority elects a leader of its own and commits.
+      let ok = false;
+      for (let i = 0; i < 50 && !ok; i++) {
+        ok = (await c.clients[others[0]!]!.put("iso/y", "2", 1000)).ok;
+        if (!ok) await sleep(200);
+      }
+      expect(ok).toBe(true);
+      c.proxy.heal();
+      await c.waitRecovered(20_000);
+      const y = await c.clients[l]!.get("iso/y", 3000, true);
+      expect(y.ok && y.value.value).toBe("2");
+    } finally {
+      await c.destroy();
+      rmSync(root, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The checkers must be able to fail
+// ---------------------------------------------------------------------------------------------
+
+function attempt(key: string, status: SetAttempt["status"], version = 10): SetAttempt {
+  return { key, value: `v-${key}`, client: 0, node: 0, invoke: 0, complete: status === "ok" ? 1 : null, status, version: status === "ok" ? version : 0 };
+}
+
+function reads(...nodes: Record<string, FinalValue | null>[]): FinalReads {
+  return nodes.map((r) => new Map(Object.entries(r)));
+}
+
+describe("the checkers", () => {
+  test("set: a missing acknowledged key is rejected", () => {
+    const attempts = [attempt("s/0/0", "ok", 5), attempt("s/0/1", "ok", 6)];
+    const good = { "s/0/0": { value: "v-s/0/0", version: 5 }, "s/0/1": { value: "v-s/0/1", version: 6 } };
+    expect(checkSet(attempts, reads(good, good)).ok).toBe(true);
+    const lost = { "s/0/0": { value: "v-s/0/0", version: 5 }, "s/0/1": null };
+    const r = checkSet(attempts, reads(good, lost));
+    expect(r.ok).toBe(false);
+    expect(r.detail).toContain("s/0/1");
+    expect(r.detail).toContain("node2");
+  });
+
+  test("set: a key whose write certainly failed must not exist; an unknown one may", () => {
+    const attempts = [attempt("s/0/0", "fail"), attempt("s/0/1", "unknown")];
+    const present = { "s/0/0": { value: "v-s/0/0", version: 3 }, "s/0/1": { value: "v-s/0/1", version: 4 } };
+    expect(checkSet(attempts, reads(present)).ok).toBe(false);
+    expect(checkSet(attempts, reads({ "s/0/0": null, "s/0/1": { value: "v-s/0/1", version: 4 } })).ok).toBe(true);
+  });
+
+  test("agreement: nodes that differ, or a key nobody wrote, are rejected", () => {
+    const a = { k: { value: "1", version: 2 } };
+    expect(checkAgreement(["k"], reads(a, a), [1, 1]).ok).toBe(true);
+    expect(checkAgreement(["k"], reads(a, { k: { value: "1", version: 3 } }), [1, 1]).ok).toBe(false);
+    expect(checkAgreement(["k"], reads(a, a), [1, 2]).ok).toBe(false);
+  });
+
+  test("register: a stale read is not linearizable", () => {
+    const h: RegisterOp[] = [
+      { id: 0, client: 0, node: 0, op: { kind: "put", key: "r", value: "a" }, invoke: 0, complete: 10, result: null },
+      { id: 1, client: 1, node: 1, op: { kind: "put", key: "r", value: "b" }, invoke: 20, complete: 30, result: null },
+      { id: 2, client: 2, node: 2, op: { kind: "get", key: "r" }, invoke: 40, complete: 50, result: "a" },
+    ];
+    expect(checkRegister(h).ok).toBe(false);
+    h[2]!.result = "b";
+    expect(checkRegister(h).ok).toBe(true);
+  });
+
+  test("watch: a silent gap, a duplicate or a reordering is rejected; an error-ended stream is not a gap", () => {
+    const ev = (version: number, key = `w/${version}`) => ({ version, type: "put" as const, key, value: `v${version}` });
+    const writes: WatchWrite[] = [5, 6, 7, 8].map((v) => ({ type: "put", key: `w/${v}`, value: `v${v}`, node: 0, invoke: 0, complete: 1, status: "ok", version: v }));
+    const seg = (events: ReturnType<typeof ev>[], end: string | null = null): WatchSegment => ({ node: 0, watcherId: "x", opened: 0, closed: null, end, events });
+    expect(checkWatch([seg([ev(5), ev(6), ev(7), ev(8)])], writes, "w/").ok).toBe(true);
+    const gap = checkWatch([seg([ev(5), ev(6), ev(8)])], writes, "w/");
+    expect(gap.ok).toBe(false);
+    expect(gap.detail).toContain("silent gap");
+    expect(checkWatch([seg([ev(5), ev(6), ev(6), ev(7), ev(8)])], writes, "w/").ok).toBe(false);
+    expect(checkWatch([seg([ev(5), ev(7), ev(6), ev(8)])], writes, "w/").ok).toBe(false);
+    // A stream that ended with an error after 6, and a new one from 8: fine.
+    expect(checkWatch([seg([ev(5), ev(6)], "error UNAVAILABLE: x"), seg([ev(8)])], writes, "w/").ok).toBe(true);
+    // A version seen as another key elsewhere: state machines diverged.
+    expect(checkWatch([seg([ev(5), ev(6), ev(7, "w/other"), ev(8)])], writes, "w/").ok).toBe(false);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Short runs against real processes
+// ---------------------------------------------------------------------------------------------
+
+describe("jepsen runs (3 nodes, register + set)", () => {
+  for (const [nemesis, seed] of [
+    ["kill", 101],
+    ["pause", 102],
+    ["partition", 103],
+    ["restart-all", 104],
+  ] as const) {
+    test(`nemesis ${nemesis}`, async () => {
+      const line = await run({ nemesis: [nemesis], seed });
+      expect(line).toStartWith("jepsen: PASS");
+    }, 150_000);
+  }
+
+  test("durability: 10 SIGKILLs mid-burst, then a full restart", async () => {
+    const line = await run({ timeSec: 0, nemesis: [], durabilityKills: 10, seed: 105 });
+    expect(line).toStartWith("jepsen: PASS");
+  }, 150_000);
+
+  test("bad input against live servers", async () => {
+    const line = await run({ timeSec: 0, nemesis: [], badInput: true, seed: 106 });
+    expect(line).toStartWith("jepsen: PASS");
+  }, 120_000);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Regressions for product bugs the harness found. Bug 1: a node that caught up by InstallSnapshot
+// never published the writes the snapshot covered, so its open watch streams skipped them
+// silently (fixed in 51be27b: such streams now end with ABORTED).
+// ---------------------------------------------------------------------------------------------
+
+describe("watches across InstallSnapshot (bug found by the harness)", () => {
+  test("a watcher on a follower that catches up by snapshot must not skip writes silently", async () => {
+    const root = mkdtempSync(join(tmpdir(), "rbkv-jepsen-watchgap-"));
+    const c = await JepsenCluster.create({ nodes: 3, root, electionMs: 500, heartbeatMs: 50, extraArgs: ["--snapshot-threshold=50", "--trailing-logs=10"] });
+    try {
+      await c.start();
+      const l = (await c.leader())!;
+      const f = (l + 1) % 3;
+      const versions: number[] = [];
+      let ended: string | null = null;
+      const w = c.clients[f]!.watch("g/", "gap-watcher");
+      w.on("data", (r: { event?: { version: number } }) => r.event && versions.push(r.event.version));
+      w.on("error", (e: Error) => (ended = e.message));
+      const first = await c.clients[l]!.put("g/0", "x", 5000);
+      expect(first.ok).toBe(true);
+      for (let i = 0; i < 50 && versions.length === 0; i++) await sleep(50);
+      expect(versions.length).toBe(1);
+      // Cut the follower off; the others commit 200 writes and compact their logs past it.
+      c.proxy.cut([f], [0, 1, 2].filter((i) => i !== f), "drop");
+      const written: number[] = [];
+      for (let i = 1; i <= 200; i++) {
+        const r = await c.clients[l]!.put(`g/${i}`, "x", 5000);
+        expect(r.ok).toBe(true);
+        if (r.ok) written.push(r.value.version);
+      }
+      c.proxy.heal();
+      await c.waitRecovered(30_000);
+      const last = await c.clients[l]!.put("g/last", "x", 5000);
+      expect(last.ok).toBe(true);
+      for (let i = 0; i < 100 && ended === null && !versions.includes(last.ok ? last.value.version : -1); i++) await sleep(50);
+      const endedWith: string | null = ended;
+      w.cancel();
+      expect((await c.logs(f)).includes("installed a state machine image")).toBe(true);
+      // Either the stream ended with an error, or it delivered every write in between.
+      if (endedWith === null) {
+        const missing = written.filter((v) => !versions.includes(v));
+        expect({ delivered: versions.length, missing: missing.length }).toEqual({ delivered: 202, missing: 0 });
+      }
+    } finally {
+      await c.destroy();
+      rmSync(root, { recursive: true, force: true });
+    }
+  }, 90_000);
+
+  // Seed 201 isolates the leader for ~5.7 s at +1.6 s: its watcher misses the writes the
+  // snapshot covers (a failure here names the watcher, the versions skipped and the results dir).
+  test("jepsen run: watch workload under partition + pause, frequent snapshots", async () => {
+    const line = await run({ nemesis: ["partition", "pause"], workloads: ["watch"], seed: 201, nodeArgs: ["--snapshot-threshold=100", "--trailing-logs=10"] });
+    expect(line).toStartWith("jepsen: PASS");
+  }, 150_000);
+});
+
+// Bug 2 (open): the state machine file has no checksums, so a follower whose kv/fsm.mdb has a
+// changed byte starts and serves the wrong value (even to linearizable reads through it), and one
+// with a zeroed page starts and answers INTERNAL (MDB_CORRUPTED) for the keys on that page, where
+// the issue asks for a refusal to start naming the file. Marked `failing` so the suite stays green
+// while the gap is open; bun reports it once it passes: then drop `.failing`.
+describe("damaged data files on a follower of a live cluster", () => {
+  test("truncated files are refused with an error naming the file; the node rejoins once restored", async () => {
+    const line = await run({ timeSec: 0, nemesis: [], damage: true, damageKinds: ["truncate-fsm", "truncate-log"], seed: 108 });
+    expect(line).toStartWith("jepsen: PASS");
+  }, 120_000);
+
+  test.failing("[product gap, bug 2] a changed byte or a zeroed page in kv/fsm.mdb is refused, never served", async () => {
+    const line = await run({ timeSec: 0, nemesis: [], damage: true, damageKinds: ["flip-value-byte", "zero-fsm-page"], seed: 109, keepFailedData: false }, false);
+    expect(line).toStartWith("jepsen: PASS");
+  }, 120_000);
+});
