@@ -770,10 +770,6 @@ export class RaftNode {
     return out;
   }
 
-  peerAddress(id: NodeId): PeerAddress | undefined {
-    return this.peerBook.get(id);
-  }
-
   peerAddresses(): Map<NodeId, PeerAddress> {
     return new Map(this.peerBook);
   }

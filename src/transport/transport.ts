@@ -1134,13 +1134,18 @@ export class PeerTransport {
     const p = this.peers.get(id);
     if (p === undefined) return;
     this.peers.delete(id);
+    this.closePeer(p, "peer removed");
+  }
+
+  /** Drops a peer's connection, queue, retry timer and snapshot in flight. */
+  private closePeer(p: Peer, reason: string): void {
     if (p.retryTimer !== null) clearTimeout(p.retryTimer);
     p.retryTimer = null;
     p.conn?.close();
     p.conn = null;
     p.queue = [];
     p.queueBytes = 0;
-    p.snap?.abort(new Error("peer removed"));
+    p.snap?.abort(new Error(reason));
   }
 
   send(msgs: Message[]): void {
@@ -1182,15 +1187,7 @@ export class PeerTransport {
     this.stopped = true;
     this.listener?.stop(true);
     this.listener = null;
-    for (const p of this.peers.values()) {
-      if (p.retryTimer !== null) clearTimeout(p.retryTimer);
-      p.retryTimer = null;
-      p.conn?.close();
-      p.conn = null;
-      p.queue = [];
-      p.queueBytes = 0;
-      p.snap?.abort(new Error("transport stopped"));
-    }
+    for (const p of this.peers.values()) this.closePeer(p, "transport stopped");
     for (const s of this.sockets) {
       const c = s.data;
       if (c instanceof InConn) c.close();

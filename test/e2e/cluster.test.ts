@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
 import { EventType, type WatchResponse } from "../../src/server/pb.ts";
-import { Kv, TestCluster, dec, enc, eventually, grpcCode, sleep } from "./harness.ts";
+import { Kv, TestCluster, dec, enc, eventually, sleep } from "./harness.ts";
 
 describe("a three-node cluster formed the seed's way", () => {
   let c: TestCluster;
@@ -229,4 +229,3 @@ describe("a node on its embedded defaults", () => {
   }, 30_000);
 });
 
-export { grpcCode };

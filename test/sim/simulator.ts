@@ -6,7 +6,7 @@
 
 import { ProposalDroppedError, RaftCore, RaftState, type Ready, bootstrapEntries, raftStateName } from "../../src/raft/core.ts";
 import { applyConfChange } from "../../src/raft/membership.ts";
-import { ConfChangeType, EntryType, type Message, MessageType, type NodeId, decodeConfChange, messageTypeName } from "../../src/raft/messages.ts";
+import { ConfChangeType, EntryType, type Message, MessageType, type NodeId, decodeConfChange } from "../../src/raft/messages.ts";
 import { MemoryStorage } from "../../src/raft/storage.ts";
 import { type HistoryOp, checkLinearizable } from "./linearizability.ts";
 import { KvStateMachine, digest, encodeCommand } from "./kv.ts";
@@ -898,8 +898,4 @@ export class Simulation {
 
 export function runSimulation(opts: SimOptions): SimResult {
   return new Simulation(opts).run();
-}
-
-export function describeMessage(m: Message): string {
-  return `${messageTypeName(m.type)} ${m.from}->${m.to} t${m.term} i${m.index} lt${m.logTerm} n${m.entries.length} c${m.commit}${m.reject ? " reject" : ""}`;
 }
