@@ -33,3 +33,17 @@ export class NodeStoppedError extends Error {
     this.name = "NodeStoppedError";
   }
 }
+
+/**
+ * This node was removed from its cluster (the marker file says when). Its data directories
+ * describe a membership that no longer exists, so it must not start on them again.
+ */
+export class NodeRemovedError extends Error {
+  constructor(
+    readonly markerFile: string,
+    readonly detail: string,
+  ) {
+    super(`${markerFile}: ${detail}; to add this node back, empty its --log-dir and --kv-dir and start it with --join-addr`);
+    this.name = "NodeRemovedError";
+  }
+}

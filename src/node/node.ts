@@ -21,9 +21,11 @@ import {
 import { type ApplyOutcome, type FsmEntry, type KvEvent, KvStore } from "../storage/fsm.ts";
 import { type PeerAddress, RaftLogStore } from "../storage/raft-log-store.ts";
 import { PeerTransport } from "../transport/transport.ts";
-import { NodeStoppedError, NotLeaderError, ProposalLostError, UnavailableError } from "./errors.ts";
+import { isMember } from "../raft/membership.ts";
+import { NodeRemovedError, NodeStoppedError, NotLeaderError, ProposalLostError, UnavailableError } from "./errors.ts";
 import { type Logger } from "./logger.ts";
 import { ProposalIds, unwrapProposal, wrapProposal } from "./proposal-id.ts";
+import { readRemovalMarker, removalMarkerPath, writeRemovalMarker } from "./removal-marker.ts";
 import { readSnapshotEnvelope, writeSnapshotEnvelope } from "./snapshot-envelope.ts";
 
 export interface JoinResult {
@@ -149,6 +151,12 @@ export class RaftNode {
   onStateReplaced: ((from: number, to: number) => void) | null = null;
   /** Leadership changes (for the TTL reaper, logs). */
   onLeaderChange: ((leader: NodeId, term: number) => void) | null = null;
+  /**
+   * This node learned that it is no longer a member (the marker is already on disk); the server
+   * stops. Without a handler the node only stops its Raft loop.
+   */
+  onRemoved: ((reason: string) => void) | null = null;
+  private removed = false;
 
   constructor(opts: NodeOptions) {
     this.id = opts.id;
@@ -164,6 +172,8 @@ export class RaftNode {
    * without one founds a one-node cluster.
    */
   async start(mode: { join: (() => Promise<JoinResult>) | null }): Promise<void> {
+    const marker = readRemovalMarker(this.opts.logDir);
+    if (marker !== null) throw new NodeRemovedError(removalMarkerPath(this.opts.logDir), marker);
     this.logStore = RaftLogStore.open({ dir: this.opts.logDir, noSync: this.opts.noSync });
     this.kv = KvStore.open({ dir: this.opts.kvDir, versionKeepNum: this.opts.versionKeepNum, unsafeNoSync: this.opts.noSync });
     if (this.logStore.isEmpty() && this.logStore.clusterId() === null) {
@@ -212,6 +222,7 @@ export class RaftNode {
       onUnreachable: (to) => {
         this.core.reportUnreachable(to);
       },
+      onRemoved: (by, removedAt, reason) => this.onRemovedByPeer(by, removedAt, reason),
       logger: (level, line) => this.log[level](`transport: ${line}`),
     });
     await this.transport.start();
@@ -508,6 +519,7 @@ export class RaftNode {
         continue;
       }
       const addr = decodePeerContext(cc.context);
+      if (cc.type !== ConfChangeType.RemoveNode && cc.nodeId !== this.id) this.transport.acceptAgain(cc.nodeId);
       if (cc.type !== ConfChangeType.RemoveNode && addr) {
         const known = this.peerBook.get(cc.nodeId);
         if (!known || known.raft !== addr.raft || known.grpc !== addr.grpc) {
@@ -618,14 +630,46 @@ export class RaftNode {
       return;
     }
     if (cc.type === ConfChangeType.RemoveNode) {
-      if (cc.nodeId === this.id) this.log.warn(`this node (${this.id}) was removed from the cluster at index ${e.index}`);
-      else {
-        this.transport.removePeer(cc.nodeId);
+      // Configurations take effect when appended, so a later entry may have added the node back
+      // already (then this old removal changes nothing here).
+      const addedAgain = isMember(this.core.conf(), cc.nodeId);
+      if (cc.nodeId === this.id) {
+        // Only a leader that removed itself applies its own removal: the leader stops
+        // replicating to a removed follower as soon as the entry is appended. A node that lags
+        // behind (lead set) is replaying history from before it was added again.
+        if (!addedAgain && this.core.status().lead === NONE) this.markRemoved(`this node (${this.id}) was removed from the cluster at log index ${e.index}`);
+      } else if (!addedAgain) {
+        this.transport.refuseRemoved(cc.nodeId, e.index);
         this.peerBook.delete(cc.nodeId);
         this.peerBookDirty = true;
       }
     }
     this.log.info(`membership change applied at ${e.index}: voters ${this.core.conf().voters.join(", ")}; learners ${this.core.conf().learners.join(", ") || "none"}`);
+  }
+
+  /** A member refused us because it applied our removal (see TransportOptions.onRemoved). */
+  private onRemovedByPeer(by: NodeId, removedAt: number, reason: string): void {
+    if (this.stopped || this.removed) return;
+    if (isMember(this.core.conf(), this.id) && this.core.confIndex() > removedAt) {
+      // Our log says we were added after that removal: the peer has not caught up yet.
+      this.log.info(`${by} refused us as removed at index ${removedAt}, but this node was added again at ${this.core.confIndex()}: waiting for it to catch up`);
+      return;
+    }
+    this.markRemoved(`this node (${this.id}) was removed from the cluster at log index ${removedAt} (told by ${by}: ${reason})`);
+  }
+
+  /** Records the removal on disk (so a restart refuses), then stops serving. */
+  private markRemoved(reason: string): void {
+    if (this.removed) return;
+    this.removed = true;
+    try {
+      writeRemovalMarker(this.opts.logDir, reason);
+    } catch (err) {
+      this.log.error(`could not write the removal marker ${removalMarkerPath(this.opts.logDir)}: ${(err as Error).message}`);
+    }
+    this.log.error(`${reason}: stopping; the data directories must be emptied before this node joins again`);
+    if (this.onRemoved) this.onRemoved(reason);
+    else void this.stop();
   }
 
   private releaseReads(): void {

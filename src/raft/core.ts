@@ -433,6 +433,11 @@ export class RaftCore {
     return cloneConf(this.confs.current());
   }
 
+  /** Index of the entry that set the current configuration (0 = the initial one). */
+  confIndex(): number {
+    return this.confs.lastIndex();
+  }
+
   status(): Status {
     const progress: PeerStatus[] = [];
     if (this.state === RaftState.Leader) {

@@ -27,6 +27,10 @@ import {
   type JoinRequestInit,
   type JoinResponse,
   type JoinResponseInit,
+  type RemoveMemberRequest,
+  type RemoveMemberRequestInit,
+  type RemoveMemberResponse,
+  type RemoveMemberResponseInit,
   type LeaderInfoResponse,
   type LeaderInfoResponseInit,
   type LeaderRequest,
@@ -41,6 +45,8 @@ import {
   decodeCommandResponse,
   decodeJoinRequest,
   decodeJoinResponse,
+  decodeRemoveMemberRequest,
+  decodeRemoveMemberResponse,
   decodeLeaderInfoResponse,
   decodeLeaderRequest,
   decodeWatchRequest,
@@ -51,6 +57,8 @@ import {
   encodeCommandResponse,
   encodeJoinRequest,
   encodeJoinResponse,
+  encodeRemoveMemberRequest,
+  encodeRemoveMemberResponse,
   encodeLeaderInfoResponse,
   encodeLeaderRequest,
   encodeWatchRequest,
@@ -60,13 +68,14 @@ import {
 /** Fully qualified service name (proto package `rbdkv`, service `Rbdkv`). */
 export const RBDKV_SERVICE_NAME = "rbdkv.Rbdkv";
 
-/** HTTP/2 paths of the five RPCs. */
+/** HTTP/2 paths of the seed's five RPCs and rbkv's extensions. */
 export const RbdkvPaths = {
   execute: "/rbdkv.Rbdkv/Execute",
   watch: "/rbdkv.Rbdkv/Watch",
   leaderInfo: "/rbdkv.Rbdkv/LeaderInfo",
   clusterStats: "/rbdkv.Rbdkv/ClusterStats",
   join: "/rbdkv.Rbdkv/Join",
+  removeMember: "/rbdkv.Rbdkv/RemoveMember",
 } as const;
 
 /**
@@ -114,6 +123,15 @@ export const RbdkvService = {
     decodeClusterStatsResponse,
   ),
   join: method(RbdkvPaths.join, "Join", false, encodeJoinRequest, decodeJoinRequest, encodeJoinResponse, decodeJoinResponse),
+  removeMember: method(
+    RbdkvPaths.removeMember,
+    "RemoveMember",
+    false,
+    encodeRemoveMemberRequest,
+    decodeRemoveMemberRequest,
+    encodeRemoveMemberResponse,
+    decodeRemoveMemberResponse,
+  ),
 } as const satisfies grpc.ServiceDefinition;
 
 /** What a server implements: `server.addService(RbdkvService, handlers)`. */
@@ -123,6 +141,7 @@ export interface RbdkvHandlers extends grpc.UntypedServiceImplementation {
   leaderInfo: grpc.handleUnaryCall<LeaderRequest, LeaderInfoResponseInit>;
   clusterStats: grpc.handleUnaryCall<ClusterStatsRequest, ClusterStatsResponseInit>;
   join: grpc.handleUnaryCall<JoinRequest, JoinResponseInit>;
+  removeMember: grpc.handleUnaryCall<RemoveMemberRequest, RemoveMemberResponseInit>;
 }
 
 /** A unary method of the client, with grpc-js's usual optional metadata and options. */
@@ -146,12 +165,14 @@ export interface RbdkvClient extends grpc.Client {
   leaderInfo: UnaryMethod<LeaderRequestInit, LeaderInfoResponse>;
   clusterStats: UnaryMethod<ClusterStatsRequestInit, ClusterStatsResponse>;
   join: UnaryMethod<JoinRequestInit, JoinResponse>;
+  removeMember: UnaryMethod<RemoveMemberRequestInit, RemoveMemberResponse>;
 
   /** Promise forms of the unary methods; they reject with the grpc.ServiceError. */
   executeAsync(request: CommandInit, options?: RbdkvCallOptions): Promise<CommandResponse>;
   leaderInfoAsync(request?: LeaderRequestInit, options?: RbdkvCallOptions): Promise<LeaderInfoResponse>;
   clusterStatsAsync(request: ClusterStatsRequestInit, options?: RbdkvCallOptions): Promise<ClusterStatsResponse>;
   joinAsync(request: JoinRequestInit, options?: RbdkvCallOptions): Promise<JoinResponse>;
+  removeMemberAsync(request: RemoveMemberRequestInit, options?: RbdkvCallOptions): Promise<RemoveMemberResponse>;
 }
 
 export interface RbdkvClientOptions {
@@ -168,7 +189,9 @@ type CallbackUnary = (
   callback: grpc.requestCallback<unknown>,
 ) => grpc.ClientUnaryCall;
 
-function promiseForm(name: "execute" | "leaderInfo" | "clusterStats" | "join") {
+const UNARY_METHODS = ["execute", "leaderInfo", "clusterStats", "join", "removeMember"] as const;
+
+function promiseForm(name: (typeof UNARY_METHODS)[number]) {
   return function (this: Record<string, CallbackUnary>, request: unknown = {}, options: RbdkvCallOptions = {}): Promise<unknown> {
     const { metadata, ...callOptions } = options;
     return new Promise((resolve, reject) => {
@@ -183,7 +206,7 @@ function promiseForm(name: "execute" | "leaderInfo" | "clusterStats" | "join") {
 const GenericClient = grpc.makeGenericClientConstructor(RbdkvService, RBDKV_SERVICE_NAME);
 
 class RbdkvClientImpl extends GenericClient {}
-for (const name of ["execute", "leaderInfo", "clusterStats", "join"] as const) {
+for (const name of UNARY_METHODS) {
   Object.defineProperty(RbdkvClientImpl.prototype, `${name}Async`, {
     value: promiseForm(name),
     writable: true,

@@ -24,6 +24,8 @@ import {
   OpType,
   type Peer,
   ReadConsistency,
+  type RemoveMemberRequest,
+  type RemoveMemberResponse,
   type WatchRequest,
   type WatchResponse,
   durationToMs,
@@ -149,6 +151,12 @@ export class KvService {
             trailer.set(PEERS_METADATA, JSON.stringify(Object.fromEntries(this.node.peerAddresses())));
             cb(null, r, trailer);
           },
+          (err) => cb(toServiceError(err)),
+        );
+      },
+      RemoveMember: (call: grpc.ServerUnaryCall<RemoveMemberRequest, RemoveMemberResponse>, cb: grpc.sendUnaryData<RemoveMemberResponse>) => {
+        this.removeMember(call.request, call.metadata).then(
+          (r) => cb(null, r),
           (err) => cb(toServiceError(err)),
         );
       },
@@ -330,14 +338,7 @@ export class KvService {
     if (!req.id) throw new RequestError(grpc.status.INVALID_ARGUMENT, "join needs the node id");
     if (!req.addr || req.addr.lastIndexOf(":") <= 0) throw new RequestError(grpc.status.INVALID_ARGUMENT, `join needs the node's raft address as host:port, got ${JSON.stringify(req.addr)}`);
     if (!this.node.isLeader()) {
-      if (md.get(FORWARDED_METADATA).length > 0) throw this.node.notLeader();
-      const leader = this.node.leader();
-      if (!leader.grpcAddr) throw this.node.notLeader();
-      const out = new grpc.Metadata();
-      out.set(FORWARDED_METADATA, this.node.id);
-      return new Promise((resolve, reject) => {
-        this.forwardClient(leader.grpcAddr).join(req, out, { deadline: Date.now() + 30_000 }, (err, resp) => (err ? reject(err) : resolve(resp!)));
-      });
+      return this.forwardToLeader<JoinResponse>(md, (client, out, cb) => client.join(req, out, { deadline: Date.now() + 30_000 }, cb));
     }
     const member = this.node.members().find((m) => m.id === req.id);
     if (member) {
@@ -354,6 +355,32 @@ export class KvService {
       context: encodePeerContext({ raft: req.addr, grpc: grpcAddr }),
     });
     this.log.info(`added ${req.id} (raft ${req.addr}) as a learner; it becomes a voter once caught up`);
+    return { leaderInfo: this.leaderInfo() };
+  }
+
+  /** Passes a membership request to the leader (one hop, as for writes). */
+  private forwardToLeader<Res>(md: grpc.Metadata, call: (client: RbdkvClient, out: grpc.Metadata, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void): Promise<Res> {
+    if (md.get(FORWARDED_METADATA).length > 0) throw this.node.notLeader();
+    const leader = this.node.leader();
+    if (!leader.grpcAddr) throw this.node.notLeader();
+    const out = new grpc.Metadata();
+    out.set(FORWARDED_METADATA, this.node.id);
+    return new Promise((resolve, reject) => call(this.forwardClient(leader.grpcAddr), out, (err, res) => (err ? reject(err) : resolve(res!))));
+  }
+
+  private async removeMember(req: RemoveMemberRequest, md: grpc.Metadata): Promise<RemoveMemberResponse> {
+    this.assertStarted();
+    if (!req.id) throw new RequestError(grpc.status.INVALID_ARGUMENT, "remove needs the member's node id");
+    if (!this.node.isLeader()) {
+      return this.forwardToLeader<RemoveMemberResponse>(md, (client, out, cb) => client.removeMember(req, out, { deadline: Date.now() + 30_000 }, cb));
+    }
+    const member = this.node.members().find((m) => m.id === req.id);
+    if (!member) throw new RequestError(grpc.status.NOT_FOUND, `node ${req.id} is not a member of this cluster`);
+    if (!member.isLearner && this.node.members().filter((m) => !m.isLearner).length === 1) {
+      throw new RequestError(grpc.status.FAILED_PRECONDITION, `node ${req.id} is the only voter; removing it would leave the cluster without one`);
+    }
+    await this.node.proposeConfChange({ type: ConfChangeType.RemoveNode, nodeId: req.id, context: new Uint8Array(0) });
+    this.log.info(`removed ${req.id} from the cluster`);
     return { leaderInfo: this.leaderInfo() };
   }
 }

@@ -138,6 +138,15 @@ export interface JoinResponse {
   leaderInfo: LeaderInfoResponse | undefined;
 }
 
+/** rbkv extension. */
+export interface RemoveMemberRequest {
+  id: string;
+}
+
+export interface RemoveMemberResponse {
+  leaderInfo: LeaderInfoResponse | undefined;
+}
+
 /** What an encoder accepts: every field may be omitted (= its default); maps may be objects. */
 export type Init<T> = T extends Uint8Array
   ? Uint8Array
@@ -166,6 +175,8 @@ export type PeerInit = Init<Peer>;
 export type ClusterStatsResponseInit = Init<ClusterStatsResponse>;
 export type JoinRequestInit = Init<JoinRequest>;
 export type JoinResponseInit = Init<JoinResponse>;
+export type RemoveMemberRequestInit = Init<RemoveMemberRequest>;
+export type RemoveMemberResponseInit = Init<RemoveMemberResponse>;
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -1329,6 +1340,24 @@ function readJoinResponse(r: Reader, m: JoinResponse): void {
 }
 
 // ---------------------------------------------------------------------------------------------
+// RemoveMemberRequest { string id = 1; }   RemoveMemberResponse { LeaderInfoResponse leader_info = 1; }
+// (rbkv extensions; the response has JoinResponse's shape, so it shares its size/write/read.)
+
+function sizeRemoveMemberRequest(m: RemoveMemberRequestInit): number {
+  return stringField(m.id, "RemoveMemberRequest.id");
+}
+function writeRemoveMemberRequest(w: Writer, m: RemoveMemberRequestInit): void {
+  wString(w, 0x0a, m.id);
+}
+function readRemoveMemberRequest(r: Reader, m: RemoveMemberRequest): void {
+  while (r.p < r.e) {
+    const tag = readTag(r);
+    if (tag === 0x0a) m.id = readString(r);
+    else skipField(r, tag, 0);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Public encoders and decoders. Encoders return a Buffer (a Uint8Array) of exactly the
 // message's size; it is what gRPC's serializers must return.
 
@@ -1382,3 +1411,9 @@ export const decodeJoinRequest = (b: Uint8Array): JoinRequest => decodeTop(b, ne
 
 export const encodeJoinResponse = (m: JoinResponseInit): Buffer => encodeTop(m, sizeJoinResponse, writeJoinResponse);
 export const decodeJoinResponse = (b: Uint8Array): JoinResponse => decodeTop(b, newJoinResponse(), readJoinResponse);
+
+export const encodeRemoveMemberRequest = (m: RemoveMemberRequestInit): Buffer => encodeTop(m, sizeRemoveMemberRequest, writeRemoveMemberRequest);
+export const decodeRemoveMemberRequest = (b: Uint8Array): RemoveMemberRequest => decodeTop<RemoveMemberRequest>(b, { id: "" }, readRemoveMemberRequest);
+
+export const encodeRemoveMemberResponse = (m: RemoveMemberResponseInit): Buffer => encodeTop(m, sizeJoinResponse, writeJoinResponse);
+export const decodeRemoveMemberResponse = (b: Uint8Array): RemoveMemberResponse => decodeTop(b, newJoinResponse(), readJoinResponse);

@@ -138,10 +138,10 @@ export async function runServer(o: ServerOptions): Promise<void> {
 
   let reaper: TtlReaper | null = null;
   let stopping = false;
-  const shutdown = async (signal: string): Promise<void> => {
+  const shutdown = async (why: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
-    log.info(`${signal}: shutting down`);
+    log.info(`${why}: shutting down`);
     service.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -164,6 +164,8 @@ export async function runServer(o: ServerOptions): Promise<void> {
   process.on("unhandledRejection", (err) => log.error(`unhandled rejection: ${(err as Error)?.stack ?? String(err)}`));
   process.on("SIGINT", () => void shutdown("SIGINT"));
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  // A removed member has nothing left to serve; the marker it wrote makes a restart refuse.
+  node.onRemoved = () => void shutdown("removed from the cluster");
 
   await node.start({ join: o.joinAddr ? () => joinCluster(o, log) : null });
   service.setClusterId(node.logStore.clusterId() ?? "");

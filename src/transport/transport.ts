@@ -9,8 +9,9 @@
 // Wire, per connection:
 //   client -> server: preamble "RBKV" u16 version u16 reserved(0), then a Hello frame
 //                     (u8 kind, str clusterId, str fromNodeId, str toNodeId)
-//   server -> client: Accept frame (str nodeId), or Refuse frame (u8 code, str reason) and a
-//                     half-close (wrong magic/version/cluster/node id, malformed hello)
+//   server -> client: Accept frame (str nodeId), or Refuse frame (u8 code, str reason
+//                     [, varint index when code = Removed]) and a half-close (wrong
+//                     magic/version/cluster/node id, malformed hello, a removed member)
 //   messages connection, client -> server: Msg frames (one encoded Message each)
 //   snapshot connection, client -> server: SnapHeader (the Snap message), SnapChunk frames
 //                     (raw body bytes, <= 1 MiB each), SnapEnd (varint total bytes, u32 crc32)
@@ -46,6 +47,12 @@ export interface TransportOptions {
   onSnapshotStatus(to: NodeId, ok: boolean): void;
   /** A peer could not be reached/its queue overflowed (node calls core.reportUnreachable). */
   onUnreachable(to: NodeId): void;
+  /**
+   * A peer refused us because it applied our removal from the cluster at log index `removedAt`.
+   * A member that was removed while it was away learns it only this way: the leader stops
+   * replicating to it as soon as the removal is appended, so it never sees that entry.
+   */
+  onRemoved?(by: NodeId, removedAt: number, reason: string): void;
   logger?: (level: "debug" | "info" | "warn" | "error", line: string) => void;
   /** Per peer, default 64 MiB: beyond it, messages are dropped (Raft retries) and onUnreachable is called. */
   maxQueueBytes?: number;
@@ -80,6 +87,7 @@ export const enum RefuseCode {
   Cluster = 3,
   WrongNode = 4,
   Protocol = 5,
+  Removed = 6,
 }
 
 const HANDSHAKE_MAX_FRAME = 4096;
@@ -429,10 +437,12 @@ class OutConn implements SockCtx {
     }
     if (type === FrameType.Refuse) {
       const r = new Reader(payload);
-      r.u8();
+      const code = r.u8();
       const reason = r.str();
+      const removedAt = code === RefuseCode.Removed && r.remaining > 0 ? r.varint() : 0;
       this.refused = true;
       this.fail(`refused by peer: ${reason}`);
+      if (code === RefuseCode.Removed) this.t.peerSaysRemoved(this.peer.id, removedAt, reason);
       return false;
     }
     throw new FrameError(`unexpected frame type ${type} during handshake`);
@@ -911,6 +921,11 @@ class InConn implements SockCtx {
       this.refuse(RefuseCode.Protocol, `unknown connection kind ${kind}`);
       return false;
     }
+    const removedAt = this.t.removedAt(from);
+    if (removedAt !== undefined) {
+      this.refuse(RefuseCode.Removed, `node "${from}" was removed from the cluster at log index ${removedAt}`, removedAt);
+      return false;
+    }
     this.clearTimer();
     this.peerId = from;
     this.parser.maxFrameBytes = this.t.maxFrameBytes;
@@ -954,8 +969,8 @@ class InConn implements SockCtx {
     this.timer = setTimeout(() => this.close(), LINGER_MS);
   }
 
-  private refuse(code: RefuseCode, reason: string): void {
-    this.t.log("error", `refused connection from ${this.remote}: ${reason}`);
+  private refuse(code: RefuseCode, reason: string, removedAt = 0): void {
+    this.t.log(code === RefuseCode.Removed ? "warn" : "error", `refused connection from ${this.remote}: ${reason}`);
     this.state = InState.Closed;
     this.parser.stop();
     this.clearTimer();
@@ -963,6 +978,7 @@ class InConn implements SockCtx {
       oneFrame(FrameType.Refuse, (w) => {
         w.u8(code);
         w.str(reason.slice(0, 300));
+        if (code === RefuseCode.Removed) w.varint(removedAt);
       }),
     );
     // As for a snapshot answer: half-close, discard what still arrives, close when the client
@@ -1044,6 +1060,8 @@ export class PeerTransport {
   private readonly opts: TransportOptions;
   private readonly peers = new Map<NodeId, Peer>();
   private readonly inboundByPeer = new Map<NodeId, InConn>();
+  /** Removed members (log index of their removal), refused at handshake. */
+  private readonly removed = new Map<NodeId, number>();
   private readonly sockets = new Set<Socket<SockCtx>>();
   private listener: TCPSocketListener<SockCtx> | null = null;
   private stopped = false;
@@ -1135,6 +1153,34 @@ export class PeerTransport {
     if (p === undefined) return;
     this.peers.delete(id);
     this.closePeer(p, "peer removed");
+  }
+
+  /**
+   * `id` was removed from the cluster at log index `at`: drop it as a peer, close what it dialled
+   * and refuse its future connections with a Removed answer, so that a removed member that was
+   * away hears of its removal when it comes back (see TransportOptions.onRemoved).
+   */
+  refuseRemoved(id: NodeId, at: number): void {
+    this.removed.set(id, at);
+    this.removePeer(id);
+    this.inboundByPeer.get(id)?.close();
+  }
+
+  /** `id` is (being) added again: accept its connections. */
+  acceptAgain(id: NodeId): void {
+    this.removed.delete(id);
+  }
+
+  removedAt(id: NodeId): number | undefined {
+    return this.removed.get(id);
+  }
+
+  peerSaysRemoved(by: NodeId, removedAt: number, reason: string): void {
+    try {
+      this.opts.onRemoved?.(by, removedAt, reason);
+    } catch (e) {
+      this.log("error", `onRemoved threw: ${errText(e)}`);
+    }
   }
 
   /** Drops a peer's connection, queue, retry timer and snapshot in flight. */

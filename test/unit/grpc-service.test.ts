@@ -1,5 +1,5 @@
 // The rbdkv.Rbdkv service definition and client over real grpc-js (HTTP/2 on 127.0.0.1, an
-// ephemeral port) under Bun: all five RPCs with fake handlers, a server stream that ends with
+// ephemeral port) under Bun: every RPC with fake handlers, a server stream that ends with
 // OK and one that ends with an error, error statuses, deadlines, and garbage requests that
 // must produce an error status while the server keeps serving.
 
@@ -23,7 +23,7 @@ const td = new TextDecoder();
 const s = (text: string): Uint8Array => te.encode(text);
 
 /** Calls that reached a handler, by method. */
-const reached = { execute: 0, watch: 0, leaderInfo: 0, clusterStats: 0, join: 0 };
+const reached = { execute: 0, watch: 0, leaderInfo: 0, clusterStats: 0, join: 0, removeMember: 0 };
 
 const handlers: RbdkvHandlers = {
   execute(call, callback) {
@@ -100,6 +100,14 @@ const handlers: RbdkvHandlers = {
     const { id, addr, grpcAddr } = call.request;
     if (id === "") return callback({ code: grpc.status.INVALID_ARGUMENT, details: "empty id" });
     callback(null, { leaderInfo: { leaderAddr: grpcAddr || id, leaderId: `${id}@${addr}`, term: 2 } });
+  },
+
+  removeMember(call, callback) {
+    reached.removeMember++;
+    const { id } = call.request;
+    if (id === "") return callback({ code: grpc.status.INVALID_ARGUMENT, details: "empty id" });
+    if (id === "stranger") return callback({ code: grpc.status.NOT_FOUND, details: `${id} is not a member` });
+    callback(null, { leaderInfo: { leaderAddr: "127.0.0.1:9501", leaderId: `not ${id}`, term: 4 } });
   },
 };
 
@@ -280,6 +288,14 @@ describe("LeaderInfo, ClusterStats, Join", () => {
     expectStatus(await rejection(client.joinAsync({ addr: "x" })), grpc.status.INVALID_ARGUMENT);
   });
 
+  test("RemoveMember (rbkv extension) and its error statuses", async () => {
+    const before = reached.removeMember;
+    expect(await client.removeMemberAsync({ id: "n3" })).toEqual({ leaderInfo: { leaderAddr: "127.0.0.1:9501", leaderId: "not n3", term: 4 } });
+    expectStatus(await rejection(client.removeMemberAsync({})), grpc.status.INVALID_ARGUMENT);
+    expectStatus(await rejection(client.removeMemberAsync({ id: "stranger" })), grpc.status.NOT_FOUND);
+    expect(reached.removeMember - before).toBe(3);
+  });
+
   test("the grpc-js call object and status event of the callback form (as run.ts uses it)", async () => {
     const status = await new Promise<grpc.StatusObject>((resolve) => {
       const call = client.join({ id: "a", addr: "b" }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, () => {});
@@ -383,6 +399,7 @@ describe("service definition", () => {
       ["/rbdkv.Rbdkv/LeaderInfo", "LeaderInfo", false, false],
       ["/rbdkv.Rbdkv/ClusterStats", "ClusterStats", false, false],
       ["/rbdkv.Rbdkv/Join", "Join", false, false],
+      ["/rbdkv.Rbdkv/RemoveMember", "RemoveMember", false, false],
     ]);
   });
 

@@ -37,6 +37,8 @@ const codecs: Record<string, Codec> = {
   "rbdkv.ClusterStatsResponse": { enc: pb.encodeClusterStatsResponse, dec: pb.decodeClusterStatsResponse },
   "rbdkv.JoinRequest": { enc: pb.encodeJoinRequest, dec: pb.decodeJoinRequest },
   "rbdkv.JoinResponse": { enc: pb.encodeJoinResponse, dec: pb.decodeJoinResponse },
+  "rbdkv.RemoveMemberRequest": { enc: pb.encodeRemoveMemberRequest, dec: pb.decodeRemoveMemberRequest },
+  "rbdkv.RemoveMemberResponse": { enc: pb.encodeRemoveMemberResponse, dec: pb.decodeRemoveMemberResponse },
 };
 const allDecoders = Object.entries(codecs).map(([name, c]) => [name, c.dec] as const);
 
@@ -228,6 +230,9 @@ const golden: Record<string, GoldenCase> = {
   "JoinResponse.empty": { init: {} },
   "JoinResponse.leader": { init: { leaderInfo: { leaderAddr: "localhost:9501", leaderId: "localhost:9501", term: 2 } } },
   "JoinResponse.empty_leader": { init: { leaderInfo: {} } },
+  "RemoveMemberRequest.id": { init: { id: "127.0.0.1:9503" } },
+  "RemoveMemberRequest.empty": { init: {} },
+  "RemoveMemberResponse.leader": { init: { leaderInfo: { leaderAddr: "127.0.0.1:9501", leaderId: "127.0.0.1:9501", term: 7 } } },
 
   "future.Command.unknown_fields": {
     as: "rbdkv.Command",

@@ -269,6 +269,30 @@ describe("PeerTransport: messages", () => {
     expect(b.got[0]!.from).toBe("c");
   });
 
+  test("a removed member is cut off and refused with the index of its removal; accepted again once re-added", async () => {
+    const told: { by: string; at: number; reason: string }[] = [];
+    const a = await node("a", { onRemoved: (by, at, reason) => told.push({ by, at, reason }) });
+    const b = await node("b");
+    a.t.setPeer("b", b.addr);
+    a.t.send([app("a", "b", 1)]);
+    await waitFor(() => b.got.length === 1, "the first message");
+    // b applies a's removal: the open connection from a is closed and a's next dial refused.
+    b.t.refuseRemoved("a", 42);
+    await Bun.sleep(50);
+    a.t.send([app("a", "b", 2)]);
+    await waitFor(() => told.length > 0, "a hears of its removal");
+    expect(told[0]).toMatchObject({ by: "b", at: 42 });
+    expect(told[0]!.reason).toContain("removed from the cluster at log index 42");
+    expect(b.got.map((m) => m.index)).toEqual([1]);
+    // Added again (a fresh node with the same id): its messages flow.
+    b.t.acceptAgain("a");
+    const again = await node("a");
+    again.t.setPeer("b", b.addr);
+    again.t.send([app("a", "b", 3)]);
+    await waitFor(() => b.got.length === 2, "the re-added node's message");
+    expect(b.got[1]!.index).toBe(3);
+  });
+
   test("a peer that dials the wrong node id is refused", async () => {
     const a = await node("a");
     const b = await node("b");
