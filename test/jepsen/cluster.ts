@@ -2,7 +2,7 @@
 // through our TCP proxy (so links can be cut), and the cluster can SIGKILL, SIGSTOP/SIGCONT,
 // restart, heal and wait for recovery. Built on the end-to-end harness's RbkvProcess.
 
-import { copyFileSync, existsSync, mkdirSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { RbkvProcess, freePort, requireBinary, sleep } from "../e2e/harness.ts";
 import { NodeClient } from "./client.ts";
@@ -158,6 +158,50 @@ export class JepsenCluster {
     this.notJoined.delete(i);
     this.joinVia.set(i, this.ids[via]!);
     this.launch(i, this.ids[via]);
+  }
+
+  /**
+   * Removes node i through node `via` (RemoveMember) and waits for its process to stop on its
+   * own, as a removed member must. `removed` is false when the request failed and the node still
+   * runs (e.g. no leader at that moment); an answer lost in flight may still remove it.
+   */
+  async removeMember(i: number, via: number, timeoutMs = 20_000): Promise<{ removed: boolean; exitCode: number | null; detail: string }> {
+    const p = this.nodes[i]!.proc;
+    if (!p) return { removed: false, exitCode: null, detail: `node${i + 1} is not running` };
+    this.expectedExit.add(p);
+    let detail = "";
+    try {
+      await this.clients[via]!.client.removeMemberAsync({ id: this.ids[i]! }, { deadline: Date.now() + 10_000 });
+    } catch (err) {
+      detail = (err as Error).message;
+    }
+    const exited = await Promise.race([p.exited, sleep(detail ? 3000 : timeoutMs).then(() => "running" as const)]);
+    if (exited === "running") {
+      if (detail) {
+        this.expectedExit.delete(p);
+        return { removed: false, exitCode: null, detail };
+      }
+      return { removed: true, exitCode: null, detail: `node${i + 1} still runs ${timeoutMs} ms after its removal was acknowledged` };
+    }
+    this.nodes[i]!.proc = null;
+    return { removed: true, exitCode: exited, detail: detail ? `the request failed (${detail}) but the node was removed` : "" };
+  }
+
+  /** Empties node i's data directory (its process log stays): a removed node starts afresh. */
+  wipe(i: number): void {
+    const dir = this.nodes[i]!.spec.dir;
+    for (const f of readdirSync(dir)) if (!f.endsWith(".log")) rmSync(join(dir, f), { recursive: true, force: true });
+  }
+
+  /** Waits until every node reports `size` voters and no learner. */
+  async waitAllVoters(timeoutMs: number): Promise<void> {
+    await this.until(`${this.size} voters`, timeoutMs, async () => {
+      for (let i = 0; i < this.size; i++) {
+        const st = await this.raftState(i);
+        if (st.voters !== this.size || st.learners !== 0) return false;
+      }
+      return true;
+    });
   }
 
   isRunning(i: number): boolean {

@@ -254,6 +254,7 @@ describe("jepsen runs (3 nodes, register + set)", () => {
     ["pause", 102],
     ["partition", 103],
     ["restart-all", 104],
+    ["member", 107],
   ] as const) {
     test(`nemesis ${nemesis}`, async () => {
       const line = await run({ nemesis: [nemesis], seed });

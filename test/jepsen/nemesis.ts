@@ -9,6 +9,9 @@
 //                random order
 //   join         (opt-in) the cluster starts without its last node, which is added with
 //                --join-addr under load at the first "join" fault; later picks do nothing
+//   member       RemoveMember of a random node or the leader, through a random node; the
+//                removed process must stop by itself (exit 0); after a while its data is
+//                emptied and it is added back with --join-addr, and must become a voter again
 //
 // The seed fixes every choice (which fault, which node, how long); which node leads at that
 // moment, and so the timing, still varies from run to run.
@@ -18,10 +21,10 @@ import type { Prng } from "../sim/prng.ts";
 import type { JepsenCluster } from "./cluster.ts";
 import type { BlockMode } from "./proxy.ts";
 
-export const NEMESES = ["kill", "pause", "partition", "restart-all", "join"] as const;
+export const NEMESES = ["kill", "pause", "partition", "restart-all", "join", "member"] as const;
 export type NemesisKind = (typeof NEMESES)[number];
 /** What --nemesis all means: "join" changes how the cluster starts, so it is asked for by name. */
-export const DEFAULT_NEMESES: NemesisKind[] = ["kill", "pause", "partition", "restart-all"];
+export const DEFAULT_NEMESES: NemesisKind[] = ["kill", "pause", "partition", "restart-all", "member"];
 
 export interface FaultRecord {
   /** ms since the phase started */
@@ -42,7 +45,10 @@ export function shuffle<T>(rng: Prng, xs: T[]): T[] {
 export class Nemesis {
   readonly faults: FaultRecord[] = [];
   readonly counts: Record<string, number> = {};
-  /** Nodes that did not exit 0 on SIGTERM (the README promises a clean shutdown). */
+  /**
+   * Nodes that did not exit 0 on SIGTERM (the README promises a clean shutdown), or did not stop
+   * cleanly after their removal, or did not become voters again after being added back.
+   */
   readonly shutdownErrors: string[] = [];
   private readonly t0 = Date.now();
 
@@ -97,6 +103,9 @@ export class Nemesis {
           break;
         case "join":
           await this.join(sub);
+          break;
+        case "member":
+          await this.member(sub, holdMs, deadline);
           break;
       }
     }
@@ -200,6 +209,39 @@ export class Nemesis {
     const member = this.cluster.notJoined.has(via) ? 0 : via;
     this.cluster.joinLater(i, member);
     this.note("join", `started ${this.name(i)} with --join-addr=${this.name(member)}'s gRPC address (added under load)`);
+  }
+
+  private async member(rng: Prng, holdSeed: number, deadline: number): Promise<void> {
+    const n = this.cluster.size;
+    const preferLeader = rng.chance(0.4);
+    const viaPick = rng.int(0, n - 1);
+    const rejoinPick = rng.int(0, n - 2);
+    const awayMs = 200 + (holdSeed % 2500);
+    const t = await this.target(rng, preferLeader);
+    const up = [...Array(n).keys()].filter((i) => this.cluster.isUp(i));
+    if (!this.cluster.isUp(t.node) || up.length < n) return; // only from a whole cluster
+    const via = up.includes(viaPick) ? viaPick : t.node;
+    const r = await this.cluster.removeMember(t.node, via);
+    const who = `${this.name(t.node)}${t.isLeader ? " (the leader)" : ""}`;
+    if (!r.removed) {
+      this.note("member", `removing ${who} through ${this.name(via)} failed, nothing changed: ${r.detail}`, false);
+      return;
+    }
+    this.note("member", `removed ${who} through ${this.name(via)}; it stopped with exit code ${r.exitCode}${r.detail ? ` (${r.detail})` : ""}`);
+    if (r.exitCode !== 0) this.shutdownErrors.push(`${this.name(t.node)} removed: ${r.detail || `exited ${r.exitCode}`}`);
+    if (r.exitCode === null) await this.cluster.kill(t.node);
+    await this.hold(awayMs, deadline);
+    this.cluster.wipe(t.node);
+    const others = [...Array(n).keys()].filter((i) => i !== t.node);
+    const joinVia = others[rejoinPick % others.length]!;
+    this.cluster.joinLater(t.node, joinVia);
+    this.note("member", `${this.name(t.node)} emptied and added back with --join-addr=${this.name(joinVia)}'s gRPC address`, false);
+    try {
+      await this.cluster.waitAllVoters(30_000);
+      this.note("member", `${this.name(t.node)} is a voter again`, false);
+    } catch (err) {
+      this.shutdownErrors.push(`${this.name(t.node)} added back: ${(err as Error).message}`);
+    }
   }
 
   private async restartAll(rng: Prng, deadline: number): Promise<void> {
