@@ -187,6 +187,40 @@ export class JepsenCluster {
     return { removed: true, exitCode: exited, detail: detail ? `the request failed (${detail}) but the node was removed` : "" };
   }
 
+  /**
+   * Sends RemoveMember for node i (which may be down) through node `via`, retrying while there
+   * is no leader; returns the error text of the last attempt, or "" on success.
+   */
+  async requestRemoval(i: number, via: number, timeoutMs = 20_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    let last = "";
+    while (Date.now() < deadline) {
+      try {
+        await this.clients[via]!.client.removeMemberAsync({ id: this.ids[i]! }, { deadline: Date.now() + 5_000 });
+        return "";
+      } catch (err) {
+        last = (err as Error).message;
+        if (/NOT_FOUND/.test(last)) return ""; // an earlier attempt went through
+      }
+      await sleep(300);
+    }
+    return last;
+  }
+
+  /**
+   * Starts node i on its old data after its removal: the members must tell it, and it must stop
+   * by itself. Returns its exit code, or null if it still runs after timeoutMs (then killed).
+   */
+  async startRemoved(i: number, timeoutMs = 20_000): Promise<number | null> {
+    const n = this.nodes[i]!;
+    n.start();
+    const p = n.proc!;
+    this.expectedExit.add(p);
+    const r = await Promise.race([p.exited, sleep(timeoutMs).then(() => null)]);
+    if (r === null) await this.kill(i);
+    return r;
+  }
+
   /** Empties node i's data directory (its process log stays): a removed node starts afresh. */
   wipe(i: number): void {
     const dir = this.nodes[i]!.spec.dir;

@@ -11,7 +11,10 @@
 //                --join-addr under load at the first "join" fault; later picks do nothing
 //   member       RemoveMember of a random node or the leader, through a random node; the
 //                removed process must stop by itself (exit 0); after a while its data is
-//                emptied and it is added back with --join-addr, and must become a voter again
+//                emptied and it is added back with --join-addr, and must become a voter again.
+//                One time in three the node is SIGKILLed first and removed while down; started
+//                again on its old data, it must learn from the others that it was removed, and
+//                stop (exit 0)
 //
 // The seed fixes every choice (which fault, which node, how long); which node leads at that
 // moment, and so the timing, still varies from run to run.
@@ -216,21 +219,38 @@ export class Nemesis {
     const preferLeader = rng.chance(0.4);
     const viaPick = rng.int(0, n - 1);
     const rejoinPick = rng.int(0, n - 2);
+    const whileDown = rng.chance(1 / 3);
     const awayMs = 200 + (holdSeed % 2500);
     const t = await this.target(rng, preferLeader);
     const up = [...Array(n).keys()].filter((i) => this.cluster.isUp(i));
     if (!this.cluster.isUp(t.node) || up.length < n) return; // only from a whole cluster
-    const via = up.includes(viaPick) ? viaPick : t.node;
-    const r = await this.cluster.removeMember(t.node, via);
     const who = `${this.name(t.node)}${t.isLeader ? " (the leader)" : ""}`;
-    if (!r.removed) {
-      this.note("member", `removing ${who} through ${this.name(via)} failed, nothing changed: ${r.detail}`, false);
-      return;
+    if (whileDown) {
+      const via = viaPick !== t.node ? viaPick : (t.node + 1) % n;
+      await this.cluster.kill(t.node);
+      const err = await this.cluster.requestRemoval(t.node, via);
+      if (err) {
+        this.note("member", `SIGKILLed ${who}, removing it through ${this.name(via)} failed: ${err}; restarted`, false);
+        this.cluster.restart(t.node);
+        return;
+      }
+      this.note("member", `SIGKILLed ${who}, removed it through ${this.name(via)} while down`);
+      await this.hold(awayMs, deadline);
+      const code = await this.cluster.startRemoved(t.node);
+      this.note("member", `${this.name(t.node)} started on its old data: stopped with exit code ${code}`, false);
+      if (code !== 0) this.shutdownErrors.push(`${this.name(t.node)} removed while down, started again: ${code === null ? "did not stop within 20 s" : `exited ${code}`}`);
+    } else {
+      const via = up.includes(viaPick) ? viaPick : t.node;
+      const r = await this.cluster.removeMember(t.node, via);
+      if (!r.removed) {
+        this.note("member", `removing ${who} through ${this.name(via)} failed, nothing changed: ${r.detail}`, false);
+        return;
+      }
+      this.note("member", `removed ${who} through ${this.name(via)}; it stopped with exit code ${r.exitCode}${r.detail ? ` (${r.detail})` : ""}`);
+      if (r.exitCode !== 0) this.shutdownErrors.push(`${this.name(t.node)} removed: ${r.detail || `exited ${r.exitCode}`}`);
+      if (r.exitCode === null) await this.cluster.kill(t.node);
+      await this.hold(awayMs, deadline);
     }
-    this.note("member", `removed ${who} through ${this.name(via)}; it stopped with exit code ${r.exitCode}${r.detail ? ` (${r.detail})` : ""}`);
-    if (r.exitCode !== 0) this.shutdownErrors.push(`${this.name(t.node)} removed: ${r.detail || `exited ${r.exitCode}`}`);
-    if (r.exitCode === null) await this.cluster.kill(t.node);
-    await this.hold(awayMs, deadline);
     this.cluster.wipe(t.node);
     const others = [...Array(n).keys()].filter((i) => i !== t.node);
     const joinVia = others[rejoinPick % others.length]!;
