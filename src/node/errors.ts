@@ -19,7 +19,10 @@ export class UnavailableError extends Error {
   }
 }
 
-/** The proposal was definitely not applied (its log slot went to another entry). */
+/**
+ * The proposal was definitely not applied: its log slot holds another leader's entry (log
+ * matching: an entry never moves to another index). Clients may retry it safely.
+ */
 export class ProposalLostError extends Error {
   constructor(index: number, term: number) {
     super(`write at index ${index} (term ${term}) was overwritten by a new leader; it was not applied`);

@@ -610,14 +610,15 @@ export class RaftNode {
       }
       if (events.length > 0 && this.onEvents) this.onEvents(events);
     }
-    // Proposals appended here below the applied index that never showed up were overwritten
-    // and compacted away (a snapshot covered them).
+    // Proposals appended here below the applied index that never passed through this apply: a
+    // leader's snapshot covered their slots, so whether they were committed there or overwritten
+    // cannot be told from here.
     const applied = entries[entries.length - 1]!.index;
     for (const [index, w] of this.proposalsAt) {
       if (index <= applied) {
         this.proposalsAt.delete(index);
         this.proposals.delete(w.id);
-        w.reject(new ProposalLostError(index, w.term));
+        w.reject(new UnavailableError(`the write appended at index ${index} (term ${w.term}) was covered by a snapshot from a new leader before this node applied it; it may or may not have taken effect`));
       }
     }
   }

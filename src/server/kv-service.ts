@@ -68,7 +68,9 @@ function toServiceError(err: unknown): Partial<grpc.ServiceError> {
     if (!err.leaderId) return { code: grpc.status.UNAVAILABLE, details: err.message, metadata: md };
     return { code: grpc.status.FAILED_PRECONDITION, details: err.message, metadata: md };
   }
-  if (err instanceof UnavailableError || err instanceof NodeStoppedError || err instanceof ProposalLostError) {
+  // ABORTED, unlike UNAVAILABLE, tells the client the write certainly did not happen.
+  if (err instanceof ProposalLostError) return { code: grpc.status.ABORTED, details: err.message };
+  if (err instanceof UnavailableError || err instanceof NodeStoppedError) {
     return { code: grpc.status.UNAVAILABLE, details: err.message };
   }
   const e = err as Partial<grpc.ServiceError>;

@@ -24,14 +24,15 @@ export type Outcome<T> = { ok: true; value: T } | { ok: false; definite: boolean
 
 /**
  * Did a failed WRITE certainly not happen? INVALID_ARGUMENT and FAILED_PRECONDITION (not the
- * leader, refused before the proposal) are answers given before anything reached the log; an
+ * leader, refused before the proposal) are answers given before anything reached the log;
+ * ABORTED says the write's log slot went to another leader's entry (never applied); an
  * UNAVAILABLE that grpc-js produced itself because it had no connection to the node ("No
  * connection established", the request never left this process) too. Anything else — UNAVAILABLE
  * from the server, DEADLINE_EXCEEDED, CANCELLED, INTERNAL, a broken connection — may or may not
  * have taken effect.
  */
 export function writeFailureIsDefinite(code: number, details: string): boolean {
-  if (code === grpc.status.INVALID_ARGUMENT || code === grpc.status.FAILED_PRECONDITION) return true;
+  if (code === grpc.status.INVALID_ARGUMENT || code === grpc.status.FAILED_PRECONDITION || code === grpc.status.ABORTED) return true;
   if (code === grpc.status.UNAVAILABLE && /^No connection established/.test(details)) return true;
   return false;
 }

@@ -331,6 +331,41 @@ describe("watches across InstallSnapshot (bug found by the harness)", () => {
   }, 150_000);
 });
 
+describe("a write whose log slot goes to another leader", () => {
+  test("fails with ABORTED (certainly not applied) and is never applied", async () => {
+    const root = mkdtempSync(join(tmpdir(), "rbkv-jepsen-aborted-"));
+    const c = await JepsenCluster.create({ nodes: 3, root, electionMs: 500, heartbeatMs: 50 });
+    try {
+      await c.start();
+      const l = (await c.leader())!;
+      const rest = [0, 1, 2].filter((i) => i !== l);
+      expect((await c.clients[l]!.put("before", "x", 5000)).ok).toBe(true);
+      // The leader is cut off: the write is appended in its log only and cannot commit.
+      c.proxy.cut([l], rest, "drop");
+      const lost = c.clients[l]!.put("lost", "never", 30_000);
+      // The majority elects a new leader and fills the same log slots with its own entries.
+      let next = -1;
+      for (let k = 0; k < 100 && next < 0; k++) {
+        await sleep(100);
+        for (const i of rest) {
+          const info = await c.clients[i]!.client.leaderInfoAsync({}, { deadline: Date.now() + 500 }).catch(() => null);
+          if (info && info.leaderId === c.ids[i]) next = i;
+        }
+      }
+      expect(next).toBeGreaterThanOrEqual(0);
+      for (let k = 0; k < 5; k++) expect((await c.clients[next]!.put(`after/${k}`, "y", 5000)).ok).toBe(true);
+      c.proxy.heal();
+      const r = await lost;
+      expect(r.ok ? "ok" : `${r.code}:${r.definite}`).toBe("10:true"); // ABORTED, definite
+      const got = await c.clients[next]!.get("lost", 5000);
+      expect(got.ok && got.value.value).toBe(null);
+    } finally {
+      await c.destroy();
+      rmSync(root, { recursive: true, force: true });
+    }
+  }, 90_000);
+});
+
 // Bug 2 (open): the state machine file has no checksums, so a follower whose kv/fsm.mdb has a
 // changed byte starts and serves the wrong value (even to linearizable reads through it), and one
 // with a zeroed page starts and answers INTERNAL (MDB_CORRUPTED) for the keys on that page, where
