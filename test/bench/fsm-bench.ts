@@ -2,6 +2,7 @@
 // KvStore.applyEntries in batches of 40 and point reads at the latest version.
 //   bun test/bench/fsm-bench.ts [--no-sync] [--entries N] [--keys K] [--value-bytes B]
 // Reports µs per entry (apply) and µs per get; the median of --rounds runs, each on a fresh store.
+// --reopen also times closing and reopening the store (which checks the whole file).
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -29,9 +30,11 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-async function round(): Promise<{ apply: number; get: number }> {
+const reopen = process.argv.includes("--reopen");
+
+async function round(): Promise<{ apply: number; get: number; open: string }> {
   const dir = mkdtempSync(join(tmpdir(), "rbkv-bench-"));
-  const st = KvStore.open({ dir, versionKeepNum: 0, unsafeNoSync: noSync });
+  let st = KvStore.open({ dir, versionKeepNum: 0, unsafeNoSync: noSync });
   try {
     const value = new Uint8Array(VALUE).fill(0x61);
     // Encoded up front: the benchmark measures the store, not the command codec.
@@ -50,7 +53,15 @@ async function round(): Promise<{ apply: number; get: number }> {
     for (let i = 0; i < GETS; i++) if (st.get(keys[i % keys.length]!, 0, 0)) found++;
     const get = ((performance.now() - t1) * 1000) / GETS;
     if (found !== GETS) throw new Error(`only ${found} of ${GETS} gets found their key`);
-    return { apply, get };
+    let open = "";
+    if (reopen) {
+      await st.close();
+      const t2 = performance.now();
+      st = KvStore.open({ dir, versionKeepNum: 0, unsafeNoSync: noSync });
+      const v = st.verified;
+      open = `; reopen ${(performance.now() - t2).toFixed(0)} ms${v ? ` (${v.records} records, ${v.pages} pages checked)` : ""}`;
+    }
+    return { apply, get, open };
   } finally {
     await st.close();
     rmSync(dir, { recursive: true, force: true });
@@ -59,13 +70,15 @@ async function round(): Promise<{ apply: number; get: number }> {
 
 const applies: number[] = [];
 const gets: number[] = [];
+let opens = "";
 for (let r = 0; r < ROUNDS; r++) {
   const x = await round();
   applies.push(x.apply);
   gets.push(x.get);
+  opens = x.open;
 }
 console.log(
   `fsm-bench: ${ENTRIES} puts over ${KEYS} keys, ${VALUE}-byte values, batches of ${BATCH}${noSync ? ", unsafeNoSync" : ""}: ` +
     `apply ${median(applies).toFixed(2)} µs/entry (runs ${applies.map((x) => x.toFixed(2)).join(", ")}); ` +
-    `get ${median(gets).toFixed(2)} µs (runs ${gets.map((x) => x.toFixed(2)).join(", ")})`,
+    `get ${median(gets).toFixed(2)} µs (runs ${gets.map((x) => x.toFixed(2)).join(", ")})${opens}`,
 );
