@@ -13,6 +13,8 @@ export class TtlReaper {
   private timer: ReturnType<typeof setInterval> | null = null;
   /** Keys (hex) with an ExpireKey in flight, so one expiry is proposed once. */
   private readonly inFlight = new Set<string>();
+  /** The last sweep failure reported, so a damaged expiry record is logged once, not every 250 ms. */
+  private lastFailure = "";
 
   constructor(
     private readonly node: RaftNode,
@@ -33,7 +35,18 @@ export class TtlReaper {
       this.inFlight.clear();
       return;
     }
-    for (const { key, version } of this.node.kv.expiredKeys(Date.now(), BATCH)) {
+    let expired: { key: Uint8Array; version: number }[];
+    try {
+      expired = this.node.kv.expiredKeys(Date.now(), BATCH);
+    } catch (err) {
+      // E.g. a damaged expiry record (KvCorruptionError, naming the file): nothing to propose.
+      const msg = (err as Error).message;
+      if (msg !== this.lastFailure) this.log.error(`TTL sweep failed: ${msg}`);
+      this.lastFailure = msg;
+      return;
+    }
+    this.lastFailure = "";
+    for (const { key, version } of expired) {
       const id = `${Buffer.from(key).toString("hex")}@${version}`;
       if (this.inFlight.has(id)) continue;
       this.inFlight.add(id);

@@ -8,7 +8,7 @@ import { type Logger } from "../node/logger.ts";
 import { type RaftNode, encodePeerContext } from "../node/node.ts";
 import { ConfChangeType } from "../raft/messages.ts";
 import { CommandKind, encodeCommand } from "../storage/command.ts";
-import { type KvEvent } from "../storage/fsm.ts";
+import { KvCorruptionError, type KvEvent } from "../storage/fsm.ts";
 import { type RbdkvClient, RbdkvService, createRbdkvClient } from "./grpc-service.ts";
 import { type ServerOptions } from "./options.ts";
 import {
@@ -73,6 +73,8 @@ function toServiceError(err: unknown): Partial<grpc.ServiceError> {
   if (err instanceof UnavailableError || err instanceof NodeStoppedError) {
     return { code: grpc.status.UNAVAILABLE, details: err.message };
   }
+  // A stored record failed its checksum: this node's file is damaged (the message names it).
+  if (err instanceof KvCorruptionError) return { code: grpc.status.DATA_LOSS, details: err.message };
   const e = err as Partial<grpc.ServiceError>;
   if (typeof e.code === "number" && typeof e.details === "string") return { code: e.code, details: e.details, metadata: e.metadata };
   return { code: grpc.status.INTERNAL, details: (err as Error)?.message ?? String(err) };

@@ -10,8 +10,9 @@
 // ── Named databases (all binary keys and values, no msgpack/JSON) ─────────────────────────────
 //   latest   skey                              → record      the newest version of each LIVE key
 //   history  esc(skey) ‖ be64(version) ‖ kind  → record      superseded versions and tombstones
-//   expiry   be64(expireAt) ‖ skey             → le64(version) [‖ full key if skey is hashed]
-//   meta     "format" → FORMAT_MARKER, "applied" → le64(applied index)
+//   expiry   be64(expireAt) ‖ skey             → le64(version) [‖ full key if skey is hashed] ‖ crc
+//   meta     "format" → "rbkv-fsm\0" ‖ u8 format version (2) ‖ crc
+//            "applied" → le64(applied index) ‖ crc
 // `skey` (storage key) is the user key itself when it is at most INLINE_KEY_MAX bytes; longer keys
 // (up to any size; the API allows 4 KiB while LMDB's key limit is 1978 bytes) become
 // key[0..INLINE_KEY_MAX) ‖ sha256(key), and the full key is kept in the record. This keeps the
@@ -23,7 +24,18 @@
 //
 // Record (value in `latest` and `history`):
 //   [u8 flags (bit0: full key follows)][u32 meta][u32 versionLo][u32 versionHi]
-//   [u32 expireLo][u32 expireHi] [u32 keyLen][key]? [value...]
+//   [u32 expireLo][u32 expireHi] [u32 keyLen][key]? [value...] [u32 crc]
+//
+// ── Checksums (format version 2) ───────────────────────────────────────────────────────────────
+// LMDB keeps none, so every value in every database ends with crc = CRC-32 of (its LMDB key ‖ the
+// value's bytes before the crc), little-endian (record-checksum.ts). A record moved from `latest`
+// to `history` is re-sealed for its new key after its old checksum is checked. The checksums are
+// checked: for the whole file when the store opens (fsm-verify.ts, which also walks every LMDB
+// page itself first: a cursor that meets a damaged page aborts the process), and for every record
+// read afterwards (get, versions, expiredKeys, apply, snapshot streaming, restore). A mismatch
+// throws KvCorruptionError naming the file, the database and the key: wrong bytes are never
+// returned. A file of format version 1 (no checksums) is refused with a message naming both
+// versions; there is no migration (pre-release).
 //
 // ── MVCC ───────────────────────────────────────────────────────────────────────────────────────
 // A write at log index i is version i. A Put moves the previous latest record (if any) into
@@ -64,7 +76,46 @@ import { accessSync, closeSync, constants as fsConstants, fsyncSync, mkdirSync, 
 import { join, resolve } from "node:path";
 import { type Database, type DatabaseOptions, type RootDatabase, type TransactionFlags, open as lmdbOpen } from "lmdb";
 import { CommandKind, decodeCommand, type Command } from "./command.ts";
+import {
+  KIND_PUT,
+  KIND_TOMB,
+  KvCorruptionError,
+  KvStoreError,
+  META_APPLIED,
+  META_FORMAT,
+  appliedRecord,
+  checkExpiry,
+  checkFormatMarker,
+  checkRecord,
+  describeRecord,
+  encodeRecord,
+  escapeKey,
+  expiryKey,
+  expiryValue,
+  formatRecord,
+  getU64BE,
+  getU64LE,
+  historyKey,
+  parseApplied,
+  parseExpiryValue,
+  putU64BE,
+  putU64LE,
+  recExpireAt,
+  recFullKey,
+  recMeta,
+  recValue,
+  recValueOffset,
+  recVersion,
+  resealInto,
+  storageKey,
+  u8view,
+} from "./fsm-format.ts";
+import { DB_NAMES, type Verification, verifyFsmFile } from "./fsm-verify.ts";
 import { checkLmdbFile } from "./lmdb-file.ts";
+import { crcSeed, recordIntact } from "./record-checksum.ts";
+
+export { KvCorruptionError, KvStoreError } from "./fsm-format.ts";
+export type { Verification } from "./fsm-verify.ts";
 
 export interface KvRecord {
   key: Uint8Array;
@@ -97,13 +148,6 @@ export interface FsmEntry {
   data: Uint8Array | null; // null: a no-op or configuration entry (only advances the applied index)
 }
 
-export class KvStoreError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "KvStoreError";
-  }
-}
-
 export interface KvStoreOptions {
   dir: string;
   /** Max versions kept per key (0 = keep all). */
@@ -115,24 +159,15 @@ export interface KvStoreOptions {
 // ── constants ─────────────────────────────────────────────────────────────────────────────────
 export const FSM_FILE = "fsm.mdb";
 const RESTORE_PREFIX = "fsm.restore-";
-const INLINE_KEY_MAX = 480;
-const HASH_LEN = 32;
-const HASHED_KEY_LEN = INLINE_KEY_MAX + HASH_LEN;
-const REC_HEADER = 21;
-const FLAG_FULL_KEY = 1;
-const KIND_PUT = 0;
-const KIND_TOMB = 1;
-const FORMAT_MARKER = Buffer.from("rbkv-fsm\x00\x01"); // name + format version 1
-const META_FORMAT = Buffer.from("format");
-const META_APPLIED = Buffer.from("applied");
-const DB_NAMES = ["latest", "history", "expiry", "meta"] as const;
 // ABORTABLE | SYNCHRONOUS_COMMIT | NO_SYNC_FLUSH — what lmdb-js itself uses for its internal
 // synchronous commits; with overlappingSync the flush still happens inline (see header).
 const TXN_FLAGS = 0x10003 as TransactionFlags;
 const EMPTY = new Uint8Array(0);
+/** Records up to this size are re-sealed into a reused buffer when they move to history. */
+const SCRATCH_MAX = 1 << 20;
 
 const SNAP_MAGIC = Buffer.from("RBKVSNAP");
-const SNAP_VERSION = 1;
+const SNAP_VERSION = 2; // 2: record values carry their checksum (FSM format 2)
 const SNAP_HEADER = 8 + 4 + 8;
 const TAG_LATEST = 1;
 const TAG_HISTORY = 2;
@@ -142,166 +177,20 @@ const RESTORE_BATCH_BYTES = 8 << 20;
 const RESTORE_BATCH_RECORDS = 20_000;
 const MAX_SNAPSHOT_RECORD = 64 << 20;
 
-// ── small binary helpers ──────────────────────────────────────────────────────────────────────
-// Byte arithmetic rather than DataView: in Bun, touching `.buffer` of a typed array materialises an
-// ArrayBuffer, which showed up as the top cost of apply in a profile.
-function u8view(b: Uint8Array): Buffer {
-  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-}
-function getU32LE(b: Uint8Array, off: number): number {
-  return (b[off] | (b[off + 1] << 8) | (b[off + 2] << 16) | (b[off + 3] << 24)) >>> 0;
-}
-function putU32LE(b: Uint8Array, off: number, v: number): void {
-  b[off] = v & 0xff;
-  b[off + 1] = (v >>> 8) & 0xff;
-  b[off + 2] = (v >>> 16) & 0xff;
-  b[off + 3] = (v >>> 24) & 0xff;
-}
-function getU32BE(b: Uint8Array, off: number): number {
-  return ((b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3]) >>> 0;
-}
-function putU32BE(b: Uint8Array, off: number, v: number): void {
-  b[off] = (v >>> 24) & 0xff;
-  b[off + 1] = (v >>> 16) & 0xff;
-  b[off + 2] = (v >>> 8) & 0xff;
-  b[off + 3] = v & 0xff;
-}
-function getU64LE(b: Uint8Array, off: number): number {
-  return getU32LE(b, off) + getU32LE(b, off + 4) * 0x1_0000_0000;
-}
-function putU64LE(b: Uint8Array, off: number, v: number): void {
-  putU32LE(b, off, v >>> 0);
-  putU32LE(b, off + 4, Math.floor(v / 0x1_0000_0000));
-}
-function putU64BE(b: Uint8Array, off: number, v: number): void {
-  putU32BE(b, off, Math.floor(v / 0x1_0000_0000));
-  putU32BE(b, off + 4, v >>> 0);
-}
-function getU64BE(b: Uint8Array, off: number): number {
-  return getU32BE(b, off) * 0x1_0000_0000 + getU32BE(b, off + 4);
-}
-function le64(v: number): Buffer {
-  const b = Buffer.allocUnsafe(8);
-  putU64LE(b, 0, v);
-  return b;
-}
-
-/** The LMDB key of a user key (see header). */
-function storageKey(key: Uint8Array): Uint8Array {
-  if (key.length <= INLINE_KEY_MAX) return key;
-  const out = Buffer.allocUnsafe(HASHED_KEY_LEN);
-  out.set(key.subarray(0, INLINE_KEY_MAX), 0);
-  out.set(createHash("sha256").update(key).digest(), INLINE_KEY_MAX);
-  return out;
-}
-const isHashed = (skey: Uint8Array): boolean => skey.length > INLINE_KEY_MAX;
-
-/** Order-preserving, prefix-free escaping: 00 → 00 FF, terminated by 00 00. `extra` bytes reserved at the end. */
-function escapeKey(skey: Uint8Array, extra: number): Buffer {
-  let zeros = 0;
-  for (let i = 0; i < skey.length; i++) if (skey[i] === 0) zeros++;
-  const out = Buffer.allocUnsafe(skey.length + zeros + 2 + extra);
-  let p = 0;
-  for (let i = 0; i < skey.length; i++) {
-    const c = skey[i];
-    out[p++] = c;
-    if (c === 0) out[p++] = 0xff;
-  }
-  out[p++] = 0;
-  out[p++] = 0;
-  return out;
-}
-function historyKey(skey: Uint8Array, version: number, kind: number): Buffer {
-  const out = escapeKey(skey, 9);
-  const p = out.length - 9;
-  putU64BE(out, p, version);
-  out[p + 8] = kind;
-  return out;
-}
-/** Parses a history key: the storage key, version and kind, or null if malformed. */
-function parseHistoryKey(hk: Uint8Array): { skey: Buffer; version: number; kind: number } | null {
-  const bytes: number[] = [];
-  let i = 0;
-  for (;;) {
-    if (i + 1 >= hk.length) return null;
-    const c = hk[i];
-    if (c !== 0) {
-      bytes.push(c);
-      i++;
-    } else if (hk[i + 1] === 0xff) {
-      bytes.push(0);
-      i += 2;
-    } else if (hk[i + 1] === 0) {
-      i += 2;
-      break;
-    } else return null;
-  }
-  if (hk.length - i !== 9) return null;
-  return { skey: Buffer.from(bytes), version: getU64BE(hk, i), kind: hk[i + 8] };
-}
-function expiryKey(expireAt: number, skey: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(8 + skey.length);
-  putU64BE(out, 0, expireAt);
-  out.set(skey, 8);
-  return out;
-}
-function expiryValue(version: number, skey: Uint8Array, key: Uint8Array): Buffer {
-  const full = isHashed(skey);
-  const out = Buffer.allocUnsafe(8 + (full ? key.length : 0));
-  putU64LE(out, 0, version);
-  if (full) out.set(key, 8);
-  return out;
-}
-
-function encodeRecord(skey: Uint8Array, key: Uint8Array, value: Uint8Array, meta: number, version: number, expireAt: number): Buffer {
-  const full = isHashed(skey);
-  const out = Buffer.allocUnsafe(REC_HEADER + (full ? 4 + key.length : 0) + value.length);
-  out[0] = full ? FLAG_FULL_KEY : 0;
-  putU32LE(out, 1, meta >>> 0);
-  putU64LE(out, 5, version);
-  putU64LE(out, 13, expireAt);
-  let p = REC_HEADER;
-  if (full) {
-    putU32LE(out, p, key.length);
-    out.set(key, p + 4);
-    p += 4 + key.length;
-  }
-  out.set(value, p);
-  return out;
-}
-const recVersion = (r: Uint8Array): number => getU64LE(r, 5);
-const recExpireAt = (r: Uint8Array): number => getU64LE(r, 13);
-function recMeta(r: Uint8Array): number {
-  return getU32LE(r, 1);
-}
-/** Offset of the value (after the optional full key), or -1 if the record is malformed. */
-function recValueOffset(r: Uint8Array): number {
-  if (r.length < REC_HEADER) return -1;
-  if (r[0] === 0) return REC_HEADER;
-  if (r[0] !== FLAG_FULL_KEY || r.length < REC_HEADER + 4) return -1;
-  const n = getU32LE(r, REC_HEADER);
-  return REC_HEADER + 4 + n <= r.length ? REC_HEADER + 4 + n : -1;
-}
-function recFullKey(r: Uint8Array): Uint8Array | null {
-  if (r[0] !== FLAG_FULL_KEY) return null;
-  const n = getU32LE(r, REC_HEADER);
-  return r.subarray(REC_HEADER + 4, REC_HEADER + 4 + n);
-}
-
 function errMsg(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
 /**
  * Checks that `file` is empty/absent or starts with two valid LMDB meta pages, so that LMDB is
- * never asked to open something else (lmdb-js segfaults when mdb_env_open fails).
+ * never asked to open something else (lmdb-js segfaults when mdb_env_open fails). Returns its size.
  */
-function validateLmdbFile(file: string): void {
+function validateLmdbFile(file: string): number {
   let size: number;
   try {
     size = statSync(file).size;
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return 0;
     throw new KvStoreError(`cannot stat FSM file ${file}: ${errMsg(e)}`, { cause: e });
   }
   if (!statSync(file).isFile()) throw new KvStoreError(`FSM file ${file} is not a regular file`);
@@ -316,12 +205,13 @@ function validateLmdbFile(file: string): void {
   } catch (e) {
     throw new KvStoreError(`FSM file ${file} (or its lock file) is not readable and writable: ${errMsg(e)}`, { cause: e });
   }
-  if (size === 0) return; // LMDB initialises an empty file
+  if (size === 0) return 0; // LMDB initialises an empty file
   try {
     checkLmdbFile(file);
   } catch (e) {
     throw new KvStoreError(errMsg(e), { cause: e });
   }
+  return size;
 }
 
 function fsyncDir(dir: string): void {
@@ -354,10 +244,12 @@ interface DbStats {
 
 /**
  * Opens (creating if empty) an FSM environment at `file`. Throws KvStoreError if the file is not
- * ours. `init` is false for a restore target (the marker is written at the end of the restore).
+ * ours or, with `verify`, if any page or record of an existing file is damaged (see fsm-verify.ts;
+ * then `verified` says what was checked). `init` is false for a restore target (the marker is
+ * written at the end of the restore).
  */
-function openEnv(file: string, noSync: boolean, init: boolean): Env {
-  validateLmdbFile(file);
+function openEnv(file: string, noSync: boolean, init: boolean, verify: boolean): { env: Env; verified: Verification | null } {
+  const size = validateLmdbFile(file);
   let root: RootDatabase<Buffer, Uint8Array>;
   try {
     root = lmdbOpen<Buffer, Uint8Array>({
@@ -372,6 +264,10 @@ function openEnv(file: string, noSync: boolean, init: boolean): Env {
     throw new KvStoreError(`cannot open FSM environment ${file}: ${errMsg(e)}`, { cause: e });
   }
   try {
+    let verified: Verification | null = null;
+    // Before anything iterates the file: opening read only its meta pages, and LMDB reports which
+    // snapshot (transaction) it chose, which is the one to check.
+    if (verify && size > 0) verified = verifyFsmFile(file, (root.getStats() as { lastTxnId: number }).lastTxnId);
     const names = [...root.getKeys({})].map((k) => Buffer.from(k).toString("latin1"));
     const fresh = names.length === 0;
     if (!fresh) {
@@ -391,23 +287,17 @@ function openEnv(file: string, noSync: boolean, init: boolean): Env {
         dbs[name] = db;
       }
       if (fresh && init) {
-        dbs.meta.putSync(META_FORMAT, FORMAT_MARKER);
-        dbs.meta.putSync(META_APPLIED, le64(0));
+        dbs.meta.putSync(META_FORMAT, formatRecord());
+        dbs.meta.putSync(META_APPLIED, appliedRecord(0));
       }
     };
     if (fresh) root.transactionSync(openAll, TXN_FLAGS);
     else openAll();
     if (!fresh || init) {
-      const marker = dbs.meta.getBinary(META_FORMAT);
-      if (!marker || !FORMAT_MARKER.equals(marker)) {
-        throw new KvStoreError(
-          `${file}: unknown FSM format marker ${marker ? JSON.stringify(Buffer.from(marker).toString("latin1")) : "(none)"}; expected ${JSON.stringify(FORMAT_MARKER.toString("latin1"))}`,
-        );
-      }
-      const applied = dbs.meta.getBinary(META_APPLIED);
-      if (!applied || applied.length !== 8) throw new KvStoreError(`${file}: applied index is missing or malformed`);
+      checkFormatMarker(file, dbs.meta.getBinary(META_FORMAT));
+      parseApplied(file, dbs.meta.getBinary(META_APPLIED));
     }
-    return { root, ...dbs };
+    return { env: { root, ...dbs }, verified };
   } catch (e) {
     void root.close();
     if (e instanceof KvStoreError) throw e;
@@ -486,14 +376,19 @@ export class KvStore {
   readonly file: string;
   private readonly keep: number;
   private readonly noSync: boolean;
+  /** What the check of the whole file at open covered (null: the file was new). */
+  readonly verified: Verification | null;
+  /** Reused to re-seal records moving to history (see resealInto): no allocation per write. */
+  private scratch = Buffer.allocUnsafe(4096);
 
-  private constructor(dir: string, env: Env, keep: number, noSync: boolean) {
+  private constructor(dir: string, env: Env, keep: number, noSync: boolean, verified: Verification | null) {
     this.dir = dir;
     this.file = join(dir, FSM_FILE);
     this.env = env;
     this.keep = keep;
     this.noSync = noSync;
-    this.applied = getU64LE(env.meta.getBinary(META_APPLIED)!, 0);
+    this.verified = verified;
+    this.applied = parseApplied(this.file, env.meta.getBinary(META_APPLIED));
   }
 
   /** The path of the LMDB data file a store in `dir` uses. */
@@ -501,6 +396,10 @@ export class KvStore {
     return join(resolve(dir), FSM_FILE);
   }
 
+  /**
+   * Opens (or creates) the store in `opts.dir`. An existing file is checked whole first (every
+   * page and record checksum, see fsm-verify.ts): damage throws KvStoreError naming the file.
+   */
   static open(opts: KvStoreOptions): KvStore {
     if (!Number.isSafeInteger(opts.versionKeepNum) || opts.versionKeepNum < 0) {
       throw new KvStoreError(`versionKeepNum must be a non-negative integer, got ${opts.versionKeepNum}`);
@@ -520,9 +419,9 @@ export class KvStore {
       throw new KvStoreError(`cannot clean up stale restore files in ${dir}: ${errMsg(e)}`, { cause: e });
     }
     const noSync = opts.unsafeNoSync === true;
-    const env = openEnv(join(dir, FSM_FILE), noSync, true);
+    const { env, verified } = openEnv(join(dir, FSM_FILE), noSync, true, true);
     openDirs.add(dir);
-    return new KvStore(dir, env, opts.versionKeepNum, noSync);
+    return new KvStore(dir, env, opts.versionKeepNum, noSync, verified);
   }
 
   get appliedIndex(): number {
@@ -541,7 +440,8 @@ export class KvStore {
    * appliedIndex are skipped and get no outcome). Undecodable data and null entries only advance
    * the applied index (outcome version 0). Throws KvStoreError, applying nothing, if the indexes
    * are not contiguous from appliedIndex + 1, during a restore, or if LMDB fails (e.g. disk full):
-   * the caller must not continue past such a failure.
+   * the caller must not continue past such a failure. If an entry finds a damaged record, the
+   * entries before it are committed with their applied index and KvCorruptionError is thrown.
    */
   applyEntries(entries: FsmEntry[]): ApplyOutcome[] {
     const toApply = this.pending(entries);
@@ -549,16 +449,41 @@ export class KvStore {
     const env = this.live();
     const outcomes: ApplyOutcome[] = [];
     const last = toApply[toApply.length - 1].index;
+    let done = this.applied;
+    let corrupt: KvCorruptionError | null = null;
     try {
       env.root.transactionSync(() => {
-        for (const e of toApply) outcomes.push(this.applyOne(env, e));
-        env.meta.putSync(META_APPLIED, le64(last));
+        ({ done, corrupt } = this.applyAll(env, toApply, outcomes));
       }, TXN_FLAGS);
     } catch (e) {
       throw new KvStoreError(`applying entries ${toApply[0].index}..${last} to ${this.file} failed (nothing applied): ${errMsg(e)}`, { cause: e });
     }
-    this.applied = last;
+    this.applied = done;
+    if (corrupt) throw corrupt;
     return outcomes;
+  }
+
+  /**
+   * The body of an apply transaction: applies entries until one meets a damaged record (applyOne
+   * checks before it writes anything), then stores the applied index of what was applied. Not
+   * throwing on damage keeps the transaction whole in both apply variants: lmdb-js's async
+   * transaction commits whatever ran before a callback throws.
+   */
+  private applyAll(env: Env, toApply: FsmEntry[], outcomes: ApplyOutcome[]): { done: number; corrupt: KvCorruptionError | null } {
+    let done = this.applied;
+    let corrupt: KvCorruptionError | null = null;
+    for (const e of toApply) {
+      try {
+        outcomes.push(this.applyOne(env, e));
+      } catch (err) {
+        if (!(err instanceof KvCorruptionError)) throw err;
+        corrupt = err;
+        break;
+      }
+      done = e.index;
+    }
+    if (done > this.applied) env.meta.putSync(META_APPLIED, appliedRecord(done));
+    return { done, corrupt };
   }
 
   /**
@@ -574,18 +499,20 @@ export class KvStore {
     const env = this.live();
     const outcomes: ApplyOutcome[] = [];
     const last = toApply[toApply.length - 1].index;
+    let done = this.applied;
+    let corrupt: KvCorruptionError | null = null;
     this.applying = true;
     try {
       await env.root.transaction(() => {
-        for (const e of toApply) outcomes.push(this.applyOne(env, e));
-        env.meta.putSync(META_APPLIED, le64(last));
+        ({ done, corrupt } = this.applyAll(env, toApply, outcomes));
       });
     } catch (e) {
       throw new KvStoreError(`applying entries ${toApply[0].index}..${last} to ${this.file} failed (nothing applied): ${errMsg(e)}`, { cause: e });
     } finally {
       this.applying = false;
     }
-    this.applied = last;
+    this.applied = done;
+    if (corrupt) throw corrupt;
     return outcomes;
   }
 
@@ -618,37 +545,59 @@ export class KvStore {
     }
     const key = cmd.key;
     const skey = storageKey(key);
+    const seed = crcSeed(skey);
+    // Every check comes before the first write (see applyAll). getBinaryFast returns lmdb-js's
+    // reusable read buffer with its `length` property set to the record's size, which native code
+    // (the CRC) ignores: `old` is a view of just the record, used (or copied by moveToHistory)
+    // before any other read overwrites it.
+    const fast = env.latest.getBinaryFast(skey);
+    const old = fast ? fast.subarray(0, fast.length) : undefined;
+    if (old && !recordIntact(old, seed)) throw this.corrupt("latest", skey, "checksum mismatch");
     if (cmd.kind === CommandKind.Put) {
-      const old = env.latest.getBinaryFast(skey);
       if (old) {
-        const oldVersion = recVersion(old);
         const oldExpire = recExpireAt(old);
-        // `old` is lmdb-js's reusable read buffer: use it before any other read.
-        if (this.keep !== 1) env.history.putSync(historyKey(skey, oldVersion, KIND_PUT), old);
+        if (this.keep !== 1) this.moveToHistory(env, skey, old);
         if (oldExpire !== 0) env.expiry.removeSync(expiryKey(oldExpire, skey));
       }
-      env.latest.putSync(skey, encodeRecord(skey, key, cmd.value, cmd.meta, index, cmd.expireAt));
-      if (cmd.expireAt !== 0) env.expiry.putSync(expiryKey(cmd.expireAt, skey), expiryValue(index, skey, key));
+      env.latest.putSync(skey, encodeRecord(seed, skey, key, cmd.value, cmd.meta, index, cmd.expireAt));
+      if (cmd.expireAt !== 0) {
+        const ek = expiryKey(cmd.expireAt, skey);
+        env.expiry.putSync(ek, expiryValue(ek, index, skey, key));
+      }
       if (this.keep > 0) this.prune(env, skey, true);
       return { index, version: index, events: [{ type: "put", key, value: cmd.value, meta: cmd.meta, version: index, expireAt: cmd.expireAt }] };
     }
     // Delete / ExpireKey
-    const old = env.latest.getBinaryFast(skey);
     if (!old) return { index, version: index, events: [] };
     const oldVersion = recVersion(old);
     const oldExpire = recExpireAt(old);
     if (cmd.kind === CommandKind.ExpireKey && (oldVersion !== cmd.version || oldExpire === 0)) {
       return { index, version: index, events: [] };
     }
-    if (this.keep !== 1) env.history.putSync(historyKey(skey, oldVersion, KIND_PUT), old);
+    if (this.keep !== 1) this.moveToHistory(env, skey, old);
     // The tombstone is written even with keep = 1 (then pruned at once): it shadows any history
     // left over from a run with a larger versionKeepNum.
-    env.history.putSync(historyKey(skey, index, KIND_TOMB), encodeRecord(skey, key, EMPTY, 0, index, 0));
+    const tk = historyKey(skey, index, KIND_TOMB);
+    env.history.putSync(tk, encodeRecord(crcSeed(tk), skey, key, EMPTY, 0, index, 0));
     if (oldExpire !== 0) env.expiry.removeSync(expiryKey(oldExpire, skey));
     env.latest.removeSync(skey);
     if (this.keep > 0) this.prune(env, skey, false);
     const expireAt = cmd.kind === CommandKind.ExpireKey ? oldExpire : 0;
     return { index, version: index, events: [{ type: "delete", key, value: EMPTY, meta: 0, version: index, expireAt }] };
+  }
+
+  /** Puts the (checked) latest record `old` of `skey` into history, sealed for its history key. */
+  private moveToHistory(env: Env, skey: Uint8Array, old: Uint8Array): void {
+    const hk = historyKey(skey, recVersion(old), KIND_PUT);
+    // The scratch copy is safe to reuse: inside a write transaction lmdb-js hands each put to
+    // LMDB at once, which copies the bytes into its page.
+    if (old.length > this.scratch.length && old.length <= SCRATCH_MAX) this.scratch = Buffer.allocUnsafe(Math.max(old.length, this.scratch.length * 2));
+    const into = old.length <= this.scratch.length ? this.scratch : Buffer.allocUnsafe(old.length);
+    env.history.putSync(hk, resealInto(old, into, crcSeed(hk)));
+  }
+
+  private corrupt(db: string, lmdbKey: Uint8Array, detail: string): KvCorruptionError {
+    return new KvCorruptionError(this.file, describeRecord(db, lmdbKey), detail);
   }
 
   /** Keeps at most `keep` versions of the key (the live one included), dropping a leading tombstone. */
@@ -667,21 +616,27 @@ export class KvStore {
     if (key.length === 0) return null;
     const skey = storageKey(key);
     let rec: Buffer | undefined = env.latest.getBinary(skey);
+    if (rec && !recordIntact(rec, crcSeed(skey))) throw this.corrupt("latest", skey, "checksum mismatch");
+    let db = "latest";
+    let lmdbKey: Uint8Array = skey;
     if (!rec || (atVersion !== 0 && recVersion(rec) > atVersion)) {
       if (atVersion === 0) return null;
       rec = undefined;
       const start = historyKey(skey, atVersion, 0xff);
       const end = escapeKey(skey, 0);
       for (const { key: hk, value } of env.history.getRange({ start, end, reverse: true, limit: 1 })) {
+        if (!recordIntact(value, crcSeed(hk))) throw this.corrupt("history", hk, "checksum mismatch");
         if (hk[hk.length - 1] !== KIND_TOMB) rec = value;
+        db = "history";
+        lmdbKey = hk;
       }
       if (!rec) return null;
     }
     const expireAt = recExpireAt(rec);
     if (expireAt !== 0 && expireAt <= nowMs) return null;
     const off = recValueOffset(rec);
-    if (off < 0) throw new KvStoreError(`${this.file}: corrupt record for a key of ${key.length} bytes`);
-    return { key, value: rec.subarray(off), meta: recMeta(rec), version: recVersion(rec), expireAt };
+    if (off < 0) throw this.corrupt(db, lmdbKey, "malformed record");
+    return { key, value: recValue(rec, off), meta: recMeta(rec), version: recVersion(rec), expireAt };
   }
 
   /**
@@ -694,10 +649,12 @@ export class KvStore {
     const skey = storageKey(key);
     const prefix = escapeKey(skey, 0);
     const out: { version: number; deleted: boolean }[] = [];
-    for (const hk of env.history.getKeys({ start: prefix, end: Buffer.concat([prefix, Buffer.from([0xff])]) }) as Iterable<Uint8Array>) {
+    for (const { key: hk, value } of env.history.getRange({ start: prefix, end: Buffer.concat([prefix, Buffer.from([0xff])]) })) {
+      if (!recordIntact(value, crcSeed(hk))) throw this.corrupt("history", hk, "checksum mismatch");
       out.push({ version: getU64BE(hk, hk.length - 9), deleted: hk[hk.length - 1] === KIND_TOMB });
     }
-    const rec = env.latest.getBinaryFast(skey);
+    const rec = env.latest.getBinary(skey);
+    if (rec && !recordIntact(rec, crcSeed(skey))) throw this.corrupt("latest", skey, "checksum mismatch");
     if (rec) out.push({ version: recVersion(rec), deleted: false });
     return out;
   }
@@ -710,9 +667,9 @@ export class KvStore {
     putU64BE(end, 0, Math.floor(nowMs) + 1);
     const out: { key: Uint8Array; version: number }[] = [];
     for (const { key: ek, value } of env.expiry.getRange({ start: Buffer.alloc(8), end, limit })) {
-      const skey = ek.subarray(8);
-      const key = isHashed(skey) ? value.subarray(8) : skey;
-      out.push({ key, version: getU64LE(value, 0) });
+      const problem = checkExpiry(ek, value, Number.MAX_SAFE_INTEGER);
+      if (problem) throw this.corrupt("expiry", ek, problem);
+      out.push(parseExpiryValue(ek, value));
     }
     return out;
   }
@@ -736,7 +693,9 @@ export class KvStore {
    * Format: header [magic "RBKVSNAP"][u32 version][u64 applied], records
    * [u8 tag (1 latest, 2 history)][u32 keyLen][u32 valueLen][key][value] in key order per table,
    * trailer [u8 0xFE][u64 record count][sha256 of everything before the digest]. The expiry index
-   * and meta are rebuilt on restore.
+   * and meta are rebuilt on restore. Values are stored records, checksum included (version 2):
+   * each is checked as it is read, so a damaged record ends the stream with KvCorruptionError
+   * instead of spreading to a peer, and the restoring side checks them again.
    */
   snapshotChunks(chunkBytes = 1 << 20): { appliedIndex: number; chunks: AsyncIterable<Uint8Array> } {
     const env = this.live();
@@ -744,9 +703,10 @@ export class KvStore {
     const txn = env.root.useReadTransaction() as unknown as LmdbTxn;
     let applied: number;
     try {
-      applied = getU64LE(env.meta.get(META_APPLIED, { transaction: txn as never })!, 0);
+      applied = parseApplied(this.file, env.meta.get(META_APPLIED, { transaction: txn as never }));
     } catch (e) {
       txn.done();
+      if (e instanceof KvStoreError) throw e;
       throw new KvStoreError(`cannot start a snapshot of ${this.file}: ${errMsg(e)}`, { cause: e });
     }
     this.snapshotTxns.add(txn);
@@ -777,15 +737,16 @@ export class KvStore {
         putU64LE(header, 12, applied);
         push(header);
         let count = 0;
-        for (const [tag, db] of [
-          [TAG_LATEST, env.latest],
-          [TAG_HISTORY, env.history],
+        for (const [tag, name, db] of [
+          [TAG_LATEST, "latest", env.latest],
+          [TAG_HISTORY, "history", env.history],
         ] as const) {
           let after: Buffer | undefined;
           for (;;) {
             let n = 0;
             const range = db.getRange({ start: after, exclusiveStart: after !== undefined, limit: SNAP_PAGE, transaction: txn as never });
             for (const { key, value } of range) {
+              if (!recordIntact(value, crcSeed(key))) throw new KvCorruptionError(file, describeRecord(name, key), "checksum mismatch");
               const h = Buffer.allocUnsafe(9);
               h[0] = tag;
               h.writeUInt32LE(key.length, 1);
@@ -837,7 +798,7 @@ export class KvStore {
     let finished = false;
     try {
       try {
-        tmpEnv = openEnv(tmp, true, false);
+        tmpEnv = openEnv(tmp, true, false, false).env;
       } catch (e) {
         throw new KvStoreError(`restore into ${this.file}: cannot create staging file ${tmp}: ${errMsg(e)}`, { cause: e });
       }
@@ -858,13 +819,14 @@ export class KvStore {
         renameSync(tmp, this.file);
         swapped = true;
       } catch (e) {
-        this.env = openEnv(this.file, this.noSync, true); // the old file is still in place: keep serving it
+        this.env = openEnv(this.file, this.noSync, true, false).env; // the old file is still in place: keep serving it
         throw new KvStoreError(`restore into ${this.file}: swapping in the new file failed (old state kept): ${errMsg(e)}`, { cause: e });
       } finally {
         rmSync(`${tmp}-lock`, { force: true });
       }
-      this.env = openEnv(this.file, this.noSync, true);
-      this.applied = getU64LE(this.env.meta.getBinary(META_APPLIED)!, 0);
+      // Not checked whole again: every record was checked as it was written, by this process.
+      this.env = openEnv(this.file, this.noSync, true, false).env;
+      this.applied = parseApplied(this.file, this.env.meta.getBinary(META_APPLIED));
       if (this.applied !== applied) throw new KvStoreError(`restore into ${this.file}: applied index ${this.applied} after swap, expected ${applied}`);
       try {
         fsyncDir(this.dir);
@@ -920,7 +882,10 @@ export class KvStore {
           if (rec.tag === TAG_LATEST) {
             env.latest.putSync(rec.key, rec.value, { append: true });
             const exp = recExpireAt(rec.value);
-            if (exp !== 0) env.expiry.putSync(expiryKey(exp, rec.key), expiryValue(recVersion(rec.value), rec.key, recFullKey(rec.value) ?? rec.key));
+            if (exp !== 0) {
+              const ek = expiryKey(exp, rec.key);
+              env.expiry.putSync(ek, expiryValue(ek, recVersion(rec.value), rec.key, recFullKey(rec.value) ?? rec.key));
+            }
           } else {
             env.history.putSync(rec.key, rec.value, { append: true });
           }
@@ -946,22 +911,11 @@ export class KvStore {
       const value = Buffer.from(r.take(vlen));
       if (prevKey && Buffer.compare(prevKey, key) >= 0) throw fail("keys out of order");
       prevKey = key;
-      const voff = recValueOffset(value);
-      if (voff < 0) throw fail("malformed record value");
-      const ver = recVersion(value);
-      if (!Number.isSafeInteger(ver) || ver < 1 || ver > applied) throw fail(`record version ${ver} outside 1..${applied}`);
-      if (!Number.isSafeInteger(recExpireAt(value))) throw fail("bad expireAt");
-      let skey: Buffer;
-      if (tag === TAG_LATEST) {
-        skey = key;
-      } else {
-        const hk = parseHistoryKey(key);
-        if (!hk || (hk.kind !== KIND_PUT && hk.kind !== KIND_TOMB) || hk.version !== ver) throw fail("malformed history key");
-        skey = hk.skey;
-      }
-      if (skey.length === 0 || skey.length > HASHED_KEY_LEN || (skey.length > INLINE_KEY_MAX && skey.length !== HASHED_KEY_LEN)) throw fail("bad key length");
-      const full = recFullKey(value);
-      if (isHashed(skey) !== (full !== null) || (full && !u8view(storageKey(full)).equals(skey))) throw fail("record key does not match its storage key");
+      // Checksum and structure of each record before it is written: the sha256 over the stream
+      // proves only that the sender's bytes arrived, not that they were intact on its disk.
+      const db = tag === TAG_LATEST ? "latest" : "history";
+      const problem = checkRecord(db, key, value, applied);
+      if (problem) throw fail(`${problem} in ${describeRecord(db, key)}`);
       batch.push({ tag, key, value });
       batchBytes += klen + vlen;
       count++;
@@ -977,8 +931,8 @@ export class KvStore {
     if (!(await r.atEnd())) throw fail("trailing data after the trailer");
     flush();
     env.root.transactionSync(() => {
-      env.meta.putSync(META_FORMAT, FORMAT_MARKER);
-      env.meta.putSync(META_APPLIED, le64(applied));
+      env.meta.putSync(META_FORMAT, formatRecord());
+      env.meta.putSync(META_APPLIED, appliedRecord(applied));
     }, TXN_FLAGS);
     const stored = dbStats(env.latest).entryCount + dbStats(env.history).entryCount;
     if (stored !== count) throw new KvStoreError(`restore into ${this.file}: staging file ${tmp} holds ${stored} records, stream had ${count}`);

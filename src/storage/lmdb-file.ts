@@ -16,7 +16,11 @@ const P_META = 0x08;
 
 export class LmdbFileError extends Error {
   constructor(readonly path: string, detail: string) {
-    super(`${path}: ${detail}; refusing to open it (restore the file from a good copy, or remove it to let this node resync from the cluster)`);
+    // No "remove it to resync": a state machine file removed alone cannot be rebuilt from a log
+    // that has been compacted (the node stops: entries not contiguous), and a log removed alone
+    // makes the node look new. Measured on this version: a member whose directories were
+    // emptied rejoins with --join-addr but is not sent the data.
+    super(`${path}: ${detail}; refusing to open it (restore the file from a good copy)`);
     this.name = "LmdbFileError";
   }
 }

@@ -2,34 +2,45 @@
 // system: save() resolves only once its transaction is on disk, and one save() carries all
 // the entries and the hard state of one ready() (group commit: one fsync for many proposals).
 //
-// Layout (one environment, named databases):
-//   entries:  index (ordered-binary number) -> [type u8][term f64 LE][data]
-//   meta:     "hard"  -> [term f64][commit f64][vote utf-8]
-//             "snap"  -> JSON {index, term, conf}     (rare: on snapshot / compaction)
-//             "compacted" -> [index f64][term f64]    (the entry just before the first one kept)
-//             "peers" -> JSON {id: {raft, grpc}}      (the address book; rare)
-//             "cluster" -> utf-8 cluster id           (set once, at bootstrap or join)
+// Layout (one environment `<log-dir>/raft-log.mdb`, named databases; format version 2):
+//   entries:  index (ordered-binary number) -> [type u8][term f64 LE][data][crc]
+//   meta:     "format"    -> "rbkv-log\0" ‖ u8 format version (2) ‖ crc
+//             "hard"      -> [term f64][commit f64][vote utf-8][crc]
+//             "snap"      -> JSON {index, term, conf} ‖ crc       (rare: on snapshot / compaction)
+//             "compacted" -> [index f64][term f64][crc]           (the entry just before the first one kept)
+//             "peers"     -> JSON {id: {raft, grpc}} ‖ crc         (the address book; rare)
+//             "cluster"   -> utf-8 cluster id ‖ crc                (set once, at bootstrap or join)
+// crc: CRC-32 of the record's key ‖ the bytes before the crc, little-endian (record-checksum.ts);
+// an entry's key is its index as a little-endian f64, a meta record's key its name. LMDB keeps no
+// checksums of its own. Checked: the whole file once at open (raft-log-format.ts verifyLogFile,
+// which also walks every LMDB page itself first: a cursor meeting a damaged page aborts the
+// process; the log is bounded by compaction, so this is cheap), and every entry read afterwards
+// (entries(), term(), hence replay). A mismatch throws LogStoreError naming the file and the
+// record. A log without the "format" record that holds anything is format version 1 (before
+// checksums) and is refused, naming both versions; there is no migration (pre-release).
 
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { mkdirSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { type Database, type RootDatabase, open } from "lmdb";
-import {
-  type Entry,
-  type EntryType,
-  type HardState,
-  type Snapshot,
-  type SnapshotMeta,
-  emptyHardState,
-} from "../raft/messages.ts";
+import { type Entry, type HardState, type Snapshot, type SnapshotMeta, emptyHardState } from "../raft/messages.ts";
 import { type InitialState, type Storage, cloneConf, limitSize } from "../raft/storage.ts";
 import { checkLmdbFile } from "./lmdb-file.ts";
+import {
+  LogStoreError,
+  type LogVerification,
+  type MetaKey,
+  checkLogFormat,
+  decodeEntry,
+  encodeEntryValue,
+  encodeHardState,
+  entryTerm,
+  formatRecord,
+  openMeta,
+  sealMeta,
+  verifyLogFile,
+} from "./raft-log-format.ts";
 
-export class LogStoreError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "LogStoreError";
-  }
-}
+export { LogStoreError, encodeEntryValue, type LogVerification } from "./raft-log-format.ts";
 
 export interface PeerAddress {
   raft: string;
@@ -45,30 +56,6 @@ export interface LogStoreOptions {
 const ENV_FILE = "raft-log.mdb";
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-export function encodeEntryValue(e: Entry): Uint8Array {
-  const out = new Uint8Array(9 + e.data.byteLength);
-  out[0] = e.type;
-  new DataView(out.buffer).setFloat64(1, e.term, true);
-  out.set(e.data, 9);
-  return out;
-}
-
-function decodeEntry(index: number, v: Uint8Array): Entry {
-  if (v.byteLength < 9) throw new LogStoreError(`log entry ${index} is ${v.byteLength} bytes, shorter than its header`);
-  const term = new DataView(v.buffer, v.byteOffset, v.byteLength).getFloat64(1, true);
-  return { index, term, type: v[0] as EntryType, data: v.slice(9) };
-}
-
-function encodeHardState(hs: HardState): Uint8Array {
-  const vote = enc.encode(hs.vote);
-  const out = new Uint8Array(16 + vote.byteLength);
-  const dv = new DataView(out.buffer);
-  dv.setFloat64(0, hs.term, true);
-  dv.setFloat64(8, hs.commit, true);
-  out.set(vote, 16);
-  return out;
-}
 
 function decodeHardState(v: Uint8Array): HardState {
   if (v.byteLength < 16) throw new LogStoreError(`hard state record is ${v.byteLength} bytes, expected at least 16`);
@@ -87,9 +74,17 @@ export class RaftLogStore implements Storage {
   private peerBook = new Map<string, PeerAddress>();
   private cluster: string | null = null;
   private closed = false;
+  /** The absolute path of the LMDB file, for errors. */
+  readonly file: string;
 
-  private constructor(readonly dir: string, env: RootDatabase<Uint8Array, string>) {
+  private constructor(
+    readonly dir: string,
+    env: RootDatabase<Uint8Array, string>,
+    /** What the check of the whole file at open covered (null: the file was new). */
+    readonly verified: LogVerification | null,
+  ) {
     this.env = env;
+    this.file = resolve(dir, ENV_FILE);
     this.entriesDb = env.openDB<Uint8Array, number>({ name: "entries", encoding: "binary" });
     this.metaDb = env.openDB<Uint8Array, string>({ name: "meta", encoding: "binary" });
     this.load();
@@ -101,9 +96,11 @@ export class RaftLogStore implements Storage {
     } catch (err) {
       throw new LogStoreError(`cannot create log directory ${opts.dir}: ${(err as Error).message}`);
     }
-    const path = join(opts.dir, ENV_FILE);
+    const path = resolve(join(opts.dir, ENV_FILE));
+    let size = 0;
     try {
       checkLmdbFile(path);
+      size = statSync(path, { throwIfNoEntry: false })?.size ?? 0;
     } catch (err) {
       throw new LogStoreError((err as Error).message);
     }
@@ -122,31 +119,47 @@ export class RaftLogStore implements Storage {
       throw new LogStoreError(`cannot open Raft log ${path}: ${(err as Error).message}`);
     }
     try {
-      return new RaftLogStore(opts.dir, env);
+      // Before anything iterates the file: opening read only its meta pages, and LMDB reports
+      // which snapshot (transaction) it chose, which is the one to check.
+      const verified = size > 0 ? verifyLogFile(path, (env.getStats() as { lastTxnId: number }).lastTxnId) : null;
+      return new RaftLogStore(opts.dir, env, verified);
     } catch (err) {
       void env.close();
-      if (err instanceof LogStoreError) throw new LogStoreError(`${path}: ${err.message}`);
+      if (err instanceof LogStoreError) throw err.message.startsWith(path) ? err : new LogStoreError(`${path}: ${err.message}`);
       throw new LogStoreError(`cannot read Raft log ${path}: ${(err as Error).message}`);
     }
   }
 
+  /** The checked body of meta record `key`, or undefined if absent. */
+  private meta(key: MetaKey): Uint8Array | undefined {
+    const v = this.metaDb.getBinary(key);
+    return v ? openMeta(this.file, key, v) : undefined;
+  }
+
   private load(): void {
-    const hard = this.metaDb.getBinary("hard");
+    const format = this.metaDb.getBinary("format");
+    let holdsRecords = false;
+    for (const _ of this.metaDb.getKeys({ limit: 1 })) holdsRecords = true;
+    for (const _ of this.entriesDb.getKeys({ limit: 1 })) holdsRecords = true;
+    checkLogFormat(this.file, format, holdsRecords);
+    // A new log gets its marker at once: a log holding records without one is of format 1.
+    if (!format) this.env.transactionSync(() => this.metaDb.putSync("format", formatRecord()));
+    const hard = this.meta("hard");
     if (hard) this.hard = decodeHardState(hard);
-    const snap = this.metaDb.getBinary("snap");
+    const snap = this.meta("snap");
     if (snap) this.snap = parseSnapMeta(snap);
-    const compacted = this.metaDb.getBinary("compacted");
+    const compacted = this.meta("compacted");
     if (compacted) {
       if (compacted.byteLength !== 16) throw new LogStoreError(`compaction record is ${compacted.byteLength} bytes, expected 16`);
       const dv = new DataView(compacted.buffer, compacted.byteOffset, 16);
       this.compacted = { index: dv.getFloat64(0, true), term: dv.getFloat64(8, true) };
     }
-    const peers = this.metaDb.getBinary("peers");
+    const peers = this.meta("peers");
     if (peers) {
       const obj = JSON.parse(dec.decode(peers)) as Record<string, PeerAddress>;
       this.peerBook = new Map(Object.entries(obj));
     }
-    const cluster = this.metaDb.getBinary("cluster");
+    const cluster = this.meta("cluster");
     if (cluster) this.cluster = dec.decode(cluster);
     let last = this.compacted.index;
     for (const key of this.entriesDb.getKeys({ reverse: true, limit: 1 })) last = key;
@@ -182,9 +195,11 @@ export class RaftLogStore implements Storage {
   term(i: number): number | undefined {
     if (i === this.compacted.index) return this.compacted.term;
     if (i < this.compacted.index || i > this.last) return undefined;
-    const v = this.entriesDb.getBinaryFast(i);
-    if (!v || v.byteLength < 9) return undefined;
-    return new DataView(v.buffer, v.byteOffset, v.byteLength).getFloat64(1, true);
+    const fast = this.entriesDb.getBinaryFast(i);
+    if (!fast) return undefined;
+    // getBinaryFast returns lmdb-js's reusable buffer with `length` set to the value's size, which
+    // native code (the CRC) ignores: take a view of just the value.
+    return entryTerm(this.file, i, fast.subarray(0, fast.length));
   }
 
   entries(lo: number, hi: number, maxBytes: number): Entry[] {
@@ -193,7 +208,7 @@ export class RaftLogStore implements Storage {
     const out: Entry[] = [];
     let size = 0;
     for (const { key, value } of this.entriesDb.getRange({ start: lo, end: hi })) {
-      const e = decodeEntry(key, value);
+      const e = decodeEntry(this.file, key, value);
       size += e.data.byteLength + 24;
       if (out.length > 0 && size > maxBytes) break;
       out.push(e);
@@ -227,7 +242,7 @@ export class RaftLogStore implements Storage {
     if (this.cluster !== null && this.cluster !== id) {
       throw new LogStoreError(`this log belongs to cluster ${this.cluster}, not ${id}`);
     }
-    await this.env.transaction(() => this.metaDb.putSync("cluster", enc.encode(id)));
+    await this.env.transaction(() => this.metaDb.putSync("cluster", sealMeta("cluster", enc.encode(id))));
     this.cluster = id;
   }
 
@@ -250,7 +265,7 @@ export class RaftLogStore implements Storage {
         for (const key of this.entriesDb.getKeys({ start: compacted.index + 1, end: last + 1 })) this.entriesDb.removeSync(key);
         compacted = { index: snapMeta.index, term: snapMeta.term };
         last = snapMeta.index;
-        this.metaDb.putSync("snap", enc.encode(JSON.stringify(snapMeta)));
+        this.metaDb.putSync("snap", sealMeta("snap", enc.encode(JSON.stringify(snapMeta))));
         this.metaDb.putSync("compacted", encodeCompacted(compacted));
       }
       if (entries.length > 0) {
@@ -262,7 +277,7 @@ export class RaftLogStore implements Storage {
         last = entries[entries.length - 1]!.index;
       }
       if (hard) this.metaDb.putSync("hard", encodeHardState(hard));
-      if (peers) this.metaDb.putSync("peers", enc.encode(JSON.stringify(Object.fromEntries(peers))));
+      if (peers) this.metaDb.putSync("peers", sealMeta("peers", enc.encode(JSON.stringify(Object.fromEntries(peers)))));
     });
     this.last = last;
     if (snapMeta) {
@@ -290,7 +305,7 @@ export class RaftLogStore implements Storage {
     this.snap = snapMeta;
     if (compactTerm !== undefined) this.compacted = { index: compactTo, term: compactTerm };
     await this.env.transaction(() => {
-      this.metaDb.putSync("snap", enc.encode(JSON.stringify(snapMeta)));
+      this.metaDb.putSync("snap", sealMeta("snap", enc.encode(JSON.stringify(snapMeta))));
       if (compactTerm !== undefined) {
         for (let i = from; i <= compactTo; i++) this.entriesDb.removeSync(i);
         this.metaDb.putSync("compacted", encodeCompacted({ index: compactTo, term: compactTerm }));
@@ -314,7 +329,7 @@ function encodeCompacted(c: { index: number; term: number }): Uint8Array {
   const dv = new DataView(out.buffer);
   dv.setFloat64(0, c.index, true);
   dv.setFloat64(8, c.term, true);
-  return out;
+  return sealMeta("compacted", out);
 }
 
 function parseSnapMeta(v: Uint8Array): SnapshotMeta {

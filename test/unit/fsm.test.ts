@@ -1,12 +1,15 @@
 // The FSM on real LMDB (temp dirs) and the command codec.
 
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { open as lmdbOpen } from "lmdb";
 import { type Command, CommandDecodeError, CommandKind, decodeCommand, encodeCommand } from "../../src/storage/command.ts";
-import { type FsmEntry, KvStore, KvStoreError } from "../../src/storage/fsm.ts";
+import { type FsmEntry, KvCorruptionError, KvStore, KvStoreError } from "../../src/storage/fsm.ts";
+import { KIND_PUT, checkExpiry, checkRecord, encodeRecord, expiryKey, expiryValue, historyKey } from "../../src/storage/fsm-format.ts";
+import { crcSeed } from "../../src/storage/record-checksum.ts";
 import { Prng } from "../sim/prng.ts";
 
 const te = new TextEncoder();
@@ -633,5 +636,248 @@ describe("KvStore", () => {
     expect(st.stats().keyCount).toBe(20_000);
     expect(st.get(b("key-012345"), 0, 0)!.version).toBe(12_345);
     await st.flush();
+  });
+});
+
+// ── checksums and damaged files (FSM format 2) ────────────────────────────────────────────────
+
+/** Changes one bit at `offset` of every copy of `needle` in the file (LMDB keeps stale copies in free pages). */
+function flipInFile(file: string, needle: string, offset = 5): number {
+  const buf = readFileSync(file);
+  const n = Buffer.from(needle);
+  let copies = 0;
+  for (let at = buf.indexOf(n); at >= 0; at = buf.indexOf(n, at + 1)) {
+    buf[at + offset] ^= 0x20;
+    copies++;
+  }
+  writeFileSync(file, buf);
+  return copies;
+}
+
+/** The same, through a second descriptor while the store has the file open (LMDB maps the same page cache). */
+function flipUnderneath(file: string, needle: string, offset = 5): number {
+  const buf = readFileSync(file);
+  const n = Buffer.from(needle);
+  const fd = openSync(file, "r+");
+  let copies = 0;
+  try {
+    for (let at = buf.indexOf(n); at >= 0; at = buf.indexOf(n, at + 1)) {
+      writeSync(fd, Buffer.from([buf[at + offset] ^ 0x20]), 0, 1, at + offset);
+      copies++;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return copies;
+}
+
+function openError(dir: string): Error {
+  try {
+    openStore(dir);
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error("the store opened");
+}
+
+describe("KvStore checksums and damaged files", () => {
+  /** k1 and k2 live; k2's first version in history; a TTL'd key; a long (hashed) key. */
+  async function written(): Promise<string> {
+    const dir = tempDir();
+    const st = openStore(dir);
+    st.applyEntries([
+      putE(1, "k1", "VALUE-OF-K1-live"),
+      putE(2, "k2", "VALUE-OF-K2-old-version"),
+      putE(3, "k2", "VALUE-OF-K2-new-version"),
+      putE(4, "ttl", "VALUE-WITH-TTL", 0, 9e12),
+      putE(5, new Uint8Array(600).fill(0x6c), "VALUE-OF-LONG-KEY"),
+    ]);
+    await st.close();
+    stores.splice(stores.indexOf(st), 1);
+    return dir;
+  }
+
+  test("a changed byte in a live value is refused at open, naming the file, the database and the key", async () => {
+    const dir = await written();
+    expect(flipInFile(KvStore.fileIn(dir), "VALUE-OF-K1-live")).toBeGreaterThan(0);
+    const err = openError(dir);
+    expect(err).toBeInstanceOf(KvCorruptionError);
+    expect(err.message).toBe(`${KvStore.fileIn(dir)}: corrupted: checksum mismatch in latest record for key "k1"`);
+  });
+
+  test("a changed byte in a superseded version (history) is refused at open", async () => {
+    const dir = await written();
+    flipInFile(KvStore.fileIn(dir), "VALUE-OF-K2-old-version");
+    expect(openError(dir).message).toBe(`${KvStore.fileIn(dir)}: corrupted: checksum mismatch in history record for key "k2" at version 2`);
+  });
+
+  test("a changed byte in a key (the record now sits under another key) is refused at open", async () => {
+    const dir = await written();
+    // The full key kept in the record of the long key; and the LMDB key "k1" of the live record.
+    flipInFile(KvStore.fileIn(dir), "VALUE-OF-LONG-KEY", -3);
+    expect(openError(dir).message).toMatch(/fsm\.mdb: corrupted: checksum mismatch in latest record for key "l{64}"… \(512 bytes\)$/);
+    const dir2 = await written();
+    const file = KvStore.fileIn(dir2);
+    const buf = readFileSync(file);
+    // A leaf node of `latest` is [u16 size lo][u16 hi][u16 flags][u16 key size = 2]["k1"][record].
+    let changed = 0;
+    for (let at = buf.indexOf("k1"); at >= 0; at = buf.indexOf("k1", at + 1)) {
+      if (buf.readUInt16LE(at - 2) === 2 && buf.subarray(at + 2 + 21, at + 2 + 21 + 16).toString() === "VALUE-OF-K1-live") {
+        buf[at + 1] = 0x30; // "k1" → "k0": still in order, the record is intact but under the wrong key
+        changed++;
+      }
+    }
+    expect(changed).toBeGreaterThan(0);
+    writeFileSync(file, buf);
+    expect(openError(dir2).message).toBe(`${file}: corrupted: checksum mismatch in latest record for key "k0"`);
+  });
+
+  test("a zeroed page is refused at open naming the file, without crashing the process", async () => {
+    const dir = await written();
+    const file = KvStore.fileIn(dir);
+    const buf = readFileSync(file);
+    const page = Math.floor(buf.lastIndexOf(Buffer.from("VALUE-OF-K1-live")) / 4096);
+    buf.fill(0, page * 4096, (page + 1) * 4096);
+    writeFileSync(file, buf);
+    const err = openError(dir);
+    expect(err).toBeInstanceOf(KvStoreError);
+    expect(err.message).toStartWith(`${file}: damaged: `);
+    expect(err.message).toContain(`page ${page} is not what its header says (page 0, zeroed?)`);
+  });
+
+  test("every page zeroed, or with one bit flipped: open refuses naming the file, or serves exactly what was written", async () => {
+    const dir = tempDir();
+    const st = openStore(dir);
+    const N = 400; // enough for branch pages above the leaves
+    const value = (i: number, round: number) => `R${round}-${i}-${"v".repeat(i % 9 === 0 ? 3000 : 12)}`;
+    let index = 0;
+    for (let round = 0; round < 2; round++) {
+      const batch: FsmEntry[] = [];
+      for (let i = 0; i < N; i++) batch.push(putE(++index, `key/${i}`, value(i, round), i, i % 4 === 0 ? 9e12 : 0));
+      st.applyEntries(batch);
+    }
+    await st.close();
+    stores.splice(stores.indexOf(st), 1);
+    const original = readFileSync(KvStore.fileIn(dir));
+    const rng = new Prng(7);
+    const target = tempDir();
+    const outcome = { refused: 0, served: 0 };
+    for (let page = 2; page < original.length / 4096; page++) {
+      for (const how of ["zero", "flip", "flip"]) {
+        const buf = Buffer.from(original);
+        if (how === "zero") buf.fill(0, page * 4096, (page + 1) * 4096);
+        else buf[page * 4096 + rng.int(0, 4095)] ^= 1 << rng.int(0, 7);
+        writeFileSync(KvStore.fileIn(target), buf);
+        rmSync(`${KvStore.fileIn(target)}-lock`, { force: true });
+        let damaged: KvStore;
+        try {
+          damaged = KvStore.open({ dir: target, versionKeepNum: 0 });
+        } catch (e) {
+          expect(e).toBeInstanceOf(KvStoreError);
+          expect((e as Error).message).toStartWith(KvStore.fileIn(target));
+          outcome.refused++;
+          continue;
+        }
+        try {
+          for (let i = 0; i < N; i++) {
+            expect([page, how, at(damaged, `key/${i}`)]).toEqual([page, how, value(i, 1)]);
+            expect([page, how, at(damaged, `key/${i}`, i + 1)]).toEqual([page, how, value(i, 0)]);
+          }
+          expect(damaged.expiredKeys(1e13, 1000).length).toBe(N / 4);
+          damaged.applyEntries([putE(index + 1, "key/1", "after")]);
+          outcome.served++;
+        } finally {
+          await damaged.close();
+        }
+      }
+    }
+    // Both outcomes happen: damage to free pages and unused space is harmless.
+    expect(outcome.refused).toBeGreaterThan(20);
+    expect(outcome.served).toBeGreaterThan(0);
+  }, 60_000);
+
+  test("damage appearing while the store is open: reads throw KvCorruptionError, never the changed bytes", async () => {
+    const dir = tempDir();
+    const st = openStore(dir);
+    st.applyEntries([putE(1, "a", "ORIGINAL-A-VALUE-0001"), putE(2, "a", "ORIGINAL-A-VALUE-0002"), putE(3, "b", "ORIGINAL-B-VALUE"), putE(4, "c", "ORIGINAL-C-VALUE")]);
+    await st.flush();
+    const file = KvStore.fileIn(dir);
+    expect(flipUnderneath(file, "ORIGINAL-A-VALUE-0001")).toBeGreaterThan(0);
+    expect(flipUnderneath(file, "ORIGINAL-B-VALUE")).toBeGreaterThan(0);
+    expect(() => st.get(b("b"), 0, 0)).toThrow(KvCorruptionError);
+    expect(() => st.get(b("b"), 0, 0)).toThrow(`${file}: corrupted: checksum mismatch in latest record for key "b"`);
+    expect(() => st.get(b("a"), 1, 0)).toThrow(`${file}: corrupted: checksum mismatch in history record for key "a" at version 1`);
+    expect(() => st.versions(b("a"))).toThrow(KvCorruptionError);
+    expect(at(st, "a")).toBe("ORIGINAL-A-VALUE-0002"); // intact records are still served
+    // A snapshot stops rather than send the damaged record to a peer.
+    await expect(collect(st.snapshotChunks().chunks)).rejects.toThrow(KvCorruptionError);
+    // An apply that meets the damaged record applies the entries before it, then stops.
+    expect(() => st.applyEntries([putE(5, "c", "c5"), putE(6, "b", "b6"), putE(7, "c", "c7")])).toThrow(`${file}: corrupted: checksum mismatch in latest record for key "b"`);
+    expect([st.appliedIndex, at(st, "c")]).toEqual([5, "c5"]);
+    await expect(st.applyEntriesAsync([putE(6, "b", "b6")])).rejects.toThrow(KvCorruptionError);
+    expect(st.appliedIndex).toBe(5);
+    await st.close();
+    stores.splice(stores.indexOf(st), 1);
+    expect(openError(dir)).toBeInstanceOf(KvCorruptionError);
+  });
+
+  test("record checks catch any changed byte, a record under another key, and bad expiry records", () => {
+    const seed = crcSeed(b("key"));
+    const rec = encodeRecord(seed, b("key"), b("key"), b("some value"), 7, 3, 0);
+    expect(checkRecord("latest", b("key"), rec, 3)).toBeNull();
+    for (let i = 0; i < rec.length; i++) {
+      const bad = Buffer.from(rec);
+      bad[i] ^= 1;
+      expect([i, checkRecord("latest", b("key"), bad, 3)]).toEqual([i, "checksum mismatch"]);
+    }
+    expect(checkRecord("latest", b("kez"), rec, 3)).toBe("checksum mismatch");
+    expect(checkRecord("latest", b("key"), rec.subarray(0, rec.length - 1), 3)).toBe("checksum mismatch");
+    expect(checkRecord("latest", b("key"), rec, 2)).toBe("record version 3 outside 1..2");
+    // Moved to history unchanged: its checksum covers the old key.
+    const hk = historyKey(b("key"), 3, KIND_PUT);
+    expect(checkRecord("history", hk, rec, 3)).toBe("checksum mismatch");
+    expect(checkRecord("history", hk, encodeRecord(crcSeed(hk), b("key"), b("key"), b("some value"), 7, 3, 0), 3)).toBeNull();
+    const ek = expiryKey(9e12, b("key"));
+    const ev = expiryValue(ek, 3, b("key"), b("key"));
+    expect(checkExpiry(ek, ev, 3)).toBeNull();
+    const badEv = Buffer.from(ev);
+    badEv[0] ^= 2;
+    expect(checkExpiry(ek, badEv, 3)).toBe("checksum mismatch");
+    expect(checkExpiry(expiryKey(9e12, b("kez")), ev, 3)).toBe("checksum mismatch");
+  });
+
+  test("a snapshot image whose record fails its checksum is refused, even with a matching stream digest", async () => {
+    const src = openStore(tempDir());
+    src.applyEntries([putE(1, "a", "IMAGE-VALUE-OF-A"), putE(2, "b", "IMAGE-VALUE-OF-B")]);
+    const image = concat(await collect(src.snapshotChunks().chunks));
+    const body = Buffer.from(image.subarray(0, image.length - 32));
+    body[body.indexOf("IMAGE-VALUE-OF-B") + 3] ^= 0x20;
+    const forged = Buffer.concat([body, createHash("sha256").update(body).digest()]);
+    const dstDir = tempDir();
+    const dst = openStore(dstDir);
+    await expect(dst.restoreFromChunks(fromChunks([forged]))).rejects.toThrow(/corrupt or truncated snapshot stream at byte \d+: checksum mismatch in latest record for key "b"/);
+    expect(readdirSync(dstDir).sort()).toEqual(["fsm.mdb", "fsm.mdb-lock"]);
+    // The untouched image restores.
+    expect(await dst.restoreFromChunks(fromChunks([image]))).toBe(2);
+    expect(at(dst, "b")).toBe("IMAGE-VALUE-OF-B");
+  });
+
+  test("a file of FSM format version 1 (no checksums) is refused, naming both versions", async () => {
+    const dir = tempDir();
+    const file = KvStore.fileIn(dir);
+    const env = lmdbOpen<Uint8Array, Buffer>({ path: file, noSubdir: true, maxDbs: 8, encoding: "binary", keyEncoding: "binary" });
+    const dbs = Object.fromEntries(["latest", "history", "expiry", "meta"].map((n) => [n, env.openDB<Uint8Array, Buffer>(n, { encoding: "binary", keyEncoding: "binary" })]));
+    const applied = Buffer.alloc(8);
+    applied.writeUInt32LE(1, 0);
+    const v1rec = Buffer.concat([Buffer.from([0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), Buffer.from("v")]);
+    await env.transaction(() => {
+      dbs.meta!.putSync(Buffer.from("format"), Buffer.from("rbkv-fsm\x00\x01"));
+      dbs.meta!.putSync(Buffer.from("applied"), applied);
+      dbs.latest!.putSync(Buffer.from("k"), v1rec);
+    });
+    await env.close();
+    const err = openError(dir);
+    expect(err).toBeInstanceOf(KvStoreError);
+    expect(err.message).toBe(`${file}: FSM format version 1 (written by an older rbkv, without record checksums); this rbkv reads format version 2 only, refusing to open it`);
   });
 });

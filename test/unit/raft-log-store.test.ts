@@ -2,11 +2,13 @@
 // refusal of damaged files.
 
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Entry, EntryType } from "../../src/raft/messages.ts";
+import { open as lmdbOpen } from "lmdb";
 import { LogStoreError, RaftLogStore } from "../../src/storage/raft-log-store.ts";
+import { Prng } from "../sim/prng.ts";
 
 const dirs: string[] = [];
 function tempDir(): string {
@@ -129,5 +131,164 @@ describe("damaged log files", () => {
     writeSync(fd, Buffer.alloc(64, 0xff), 0, 64, 0);
     closeSync(fd);
     expect(() => RaftLogStore.open({ dir })).toThrow(/raft-log\.mdb.*not an LMDB/);
+  });
+});
+
+// ── checksums (log format 2) ───────────────────────────────────────────────────────────────────
+
+const data = (i: number): Uint8Array => new TextEncoder().encode(`ENTRY-DATA-${String(i).padStart(4, "0")}-payload`);
+function dataEnts(from: number, n: number, term = 1): Entry[] {
+  return Array.from({ length: n }, (_, k) => ({ term, index: from + k, type: EntryType.Normal, data: data(from + k) }));
+}
+/** Changes one bit in every copy of `needle` in the file; through `fd` if given (the store has it open). */
+function flip(path: string, needle: string, offset = 4): number {
+  const buf = readFileSync(path);
+  const fd = openSync(path, "r+");
+  let copies = 0;
+  try {
+    for (let at = buf.indexOf(needle); at >= 0; at = buf.indexOf(needle, at + 1)) {
+      writeSync(fd, Buffer.from([buf[at + offset]! ^ 0x20]), 0, 1, at + offset);
+      copies++;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return copies;
+}
+function openError(dir: string): Error {
+  try {
+    void RaftLogStore.open({ dir }).close();
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error("the log opened");
+}
+
+describe("log checksums", () => {
+  async function written(): Promise<string> {
+    const dir = tempDir();
+    const s = RaftLogStore.open({ dir });
+    await s.setClusterId("cluster-for-checksums");
+    await s.save({ term: 3, vote: "VOTE-FOR-node-xyz", commit: 40 }, dataEnts(1, 60), null, new Map([["n1", { raft: "127.0.0.1:1", grpc: "127.0.0.1:2" }]]));
+    await s.close();
+    return dir;
+  }
+
+  test("a changed byte in a stored entry is refused at open, naming the absolute path and the index", async () => {
+    const dir = await written();
+    const path = join(dir, "raft-log.mdb");
+    expect(flip(path, "ENTRY-DATA-0042-payload")).toBeGreaterThan(0);
+    const err = openError(dir);
+    expect(err).toBeInstanceOf(LogStoreError);
+    expect(err.message).toBe(`${path}: corrupted: checksum mismatch in log entry 42`);
+  });
+
+  test("a changed byte in the hard state or the cluster id is refused at open", async () => {
+    const dir = await written();
+    flip(join(dir, "raft-log.mdb"), "VOTE-FOR-node-xyz");
+    expect(openError(dir).message).toBe(`${join(dir, "raft-log.mdb")}: corrupted: checksum mismatch in meta record "hard"`);
+    const dir2 = await written();
+    flip(join(dir2, "raft-log.mdb"), "cluster-for-checksums");
+    expect(openError(dir2).message).toBe(`${join(dir2, "raft-log.mdb")}: corrupted: checksum mismatch in meta record "cluster"`);
+  });
+
+  test("a zeroed page is refused at open naming the file, without crashing the process", async () => {
+    const dir = tempDir();
+    const s = RaftLogStore.open({ dir });
+    await s.save({ term: 1, vote: "", commit: 0 }, dataEnts(1, 600), null);
+    await s.close();
+    const path = join(dir, "raft-log.mdb");
+    const buf = readFileSync(path);
+    const page = Math.floor(buf.lastIndexOf("ENTRY-DATA-0300") / 4096);
+    buf.fill(0, page * 4096, (page + 1) * 4096);
+    writeFileSync(path, buf);
+    const err = openError(dir);
+    expect(err).toBeInstanceOf(LogStoreError);
+    expect(err.message).toStartWith(`${path}: damaged: database "entries": page ${page} is not what its header says`);
+  });
+
+  test("every page zeroed, or with one bit flipped: open refuses naming the file, or reads back exactly what was saved", async () => {
+    const dir = tempDir();
+    const s = RaftLogStore.open({ dir });
+    await s.save({ term: 2, vote: "v", commit: 300 }, dataEnts(1, 2000, 2), null); // enough for branch pages
+    await s.recordSnapshot({ index: 100, term: 2, conf: { voters: ["a"], learners: [] } }, 50);
+    await s.close();
+    const path = join(dir, "raft-log.mdb");
+    const original = readFileSync(path);
+    const target = tempDir();
+    const rng = new Prng(11);
+    const outcome = { refused: 0, served: 0 };
+    for (let page = 2; page < original.length / 4096; page++) {
+      for (const how of ["zero", "flip", "flip"]) {
+        const buf = Buffer.from(original);
+        if (how === "zero") buf.fill(0, page * 4096, (page + 1) * 4096);
+        else buf[page * 4096 + rng.int(0, 4095)]! ^= 1 << rng.int(0, 7);
+        writeFileSync(join(target, "raft-log.mdb"), buf);
+        rmSync(join(target, "raft-log.mdb-lock"), { force: true });
+        let r: RaftLogStore;
+        try {
+          r = RaftLogStore.open({ dir: target });
+        } catch (e) {
+          expect(e).toBeInstanceOf(LogStoreError);
+          expect((e as Error).message).toContain(join(target, "raft-log.mdb"));
+          outcome.refused++;
+          continue;
+        }
+        try {
+          expect([page, how, r.firstIndex(), r.lastIndex(), r.hardState()]).toEqual([page, how, 51, 2000, { term: 2, vote: "v", commit: 300 }]);
+          const got = r.entries(51, 2001, Infinity);
+          expect([page, how, got.length]).toEqual([page, how, 1950]);
+          for (const e of got) expect([page, how, e.index, e.term, new TextDecoder().decode(e.data)]).toEqual([page, how, e.index, 2, new TextDecoder().decode(data(e.index))]);
+          await r.save(null, dataEnts(2001, 1, 2), null);
+          outcome.served++;
+        } finally {
+          await r.close();
+        }
+      }
+    }
+    expect(outcome.refused).toBeGreaterThan(10);
+    expect(outcome.served).toBeGreaterThan(0);
+  }, 60_000);
+
+  test("damage appearing while the log is open: entries() and term() throw LogStoreError naming the file and index", async () => {
+    const dir = tempDir();
+    const s = RaftLogStore.open({ dir });
+    await s.save({ term: 1, vote: "", commit: 0 }, dataEnts(1, 20), null);
+    const path = join(dir, "raft-log.mdb");
+    expect(flip(path, "ENTRY-DATA-0007-payload")).toBeGreaterThan(0);
+    expect(() => s.entries(5, 10, Infinity)).toThrow(`${path}: corrupted: checksum mismatch in log entry 7`);
+    expect(() => s.term(7)).toThrow(`${path}: corrupted: checksum mismatch in log entry 7`);
+    expect(s.term(8)).toBe(1);
+    expect(s.entries(8, 10, Infinity).map((e) => e.index)).toEqual([8, 9]);
+    await s.close();
+    expect(openError(dir).message).toBe(`${path}: corrupted: checksum mismatch in log entry 7`);
+  });
+
+  test("a log of format version 1 (no checksums, no format record) is refused, naming both versions", async () => {
+    const dir = tempDir();
+    const path = join(dir, "raft-log.mdb");
+    const env = lmdbOpen<Uint8Array, string>({ path, noSubdir: true, maxDbs: 4, encoding: "binary" });
+    const entries = env.openDB<Uint8Array, number>({ name: "entries", encoding: "binary" });
+    const meta = env.openDB<Uint8Array, string>({ name: "meta", encoding: "binary" });
+    const v1entry = new Uint8Array(9 + 3);
+    v1entry[0] = EntryType.Normal;
+    new DataView(v1entry.buffer).setFloat64(1, 1, true);
+    await env.transaction(() => {
+      entries.putSync(1, v1entry);
+      meta.putSync("cluster", new TextEncoder().encode("c1"));
+    });
+    await env.close();
+    const err = openError(dir);
+    expect(err).toBeInstanceOf(LogStoreError);
+    expect(err.message).toBe(`${path}: Raft log format version 1 (written by an older rbkv, without record checksums); this rbkv reads format version 2 only, refusing to open it`);
+  });
+
+  test("a new log gets the format marker at once, so an empty log reopens as format 2", async () => {
+    const dir = tempDir();
+    await RaftLogStore.open({ dir }).close();
+    const r = RaftLogStore.open({ dir });
+    expect(r.verified).not.toBeNull();
+    expect(r.isEmpty()).toBe(true);
+    await r.close();
   });
 });
