@@ -38,6 +38,17 @@ export class NodeStoppedError extends Error {
 }
 
 /**
+ * The state machine and the Raft log on disk do not belong together (e.g. kv/fsm.mdb was deleted
+ * or replaced by an older copy after the log was compacted): the entries in between are gone.
+ */
+export class StorageMismatchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "StorageMismatchError";
+  }
+}
+
+/**
  * This node was removed from its cluster (the marker file says when). Its data directories
  * describe a membership that no longer exists, so it must not start on them again.
  */

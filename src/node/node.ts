@@ -6,6 +6,7 @@
 // ready carries them all — group commit); send the messages that promise persisted state;
 // apply committed entries in batches; resolve the waiting proposals and reads; advance().
 
+import { resolve } from "node:path";
 import { ProposalDroppedError, RaftCore, RaftState, type Ready, raftStateName } from "../raft/core.ts";
 import {
   type ConfChange,
@@ -22,7 +23,7 @@ import { type ApplyOutcome, type FsmEntry, type KvEvent, KvStore } from "../stor
 import { type PeerAddress, RaftLogStore } from "../storage/raft-log-store.ts";
 import { PeerTransport } from "../transport/transport.ts";
 import { isMember } from "../raft/membership.ts";
-import { NodeRemovedError, NodeStoppedError, NotLeaderError, ProposalLostError, UnavailableError } from "./errors.ts";
+import { NodeRemovedError, NodeStoppedError, StorageMismatchError, NotLeaderError, ProposalLostError, UnavailableError } from "./errors.ts";
 import { type Logger } from "./logger.ts";
 import { ProposalIds, unwrapProposal, wrapProposal } from "./proposal-id.ts";
 import { readRemovalMarker, removalMarkerPath, writeRemovalMarker } from "./removal-marker.ts";
@@ -189,6 +190,14 @@ export class RaftNode {
     if (clusterId === null) throw new UnavailableError("this node belongs to no cluster yet: start it with --join-addr, or on an empty directory without it to bootstrap");
     this.peerBook = this.logStore.peers();
 
+    const compactedTo = this.logStore.firstIndex() - 1;
+    if (this.kv.appliedIndex < compactedTo) {
+      throw new StorageMismatchError(
+        `${resolve(this.kv.file)}: the state machine is at applied index ${this.kv.appliedIndex}, but the Raft log ${this.logStore.file} starts after index ${compactedTo} (compacted): ` +
+          `the entries in between exist nowhere on this node, so this state machine file is missing or older than the log; restore it from the same copy as the log, ` +
+          `or remove this node from the cluster, empty its directories and join it again`,
+      );
+    }
     const hs = this.logStore.hardState();
     // The state machine may have been restored from a snapshot past the stored commit index:
     // entries up to its applied index are skipped when handed out again.
@@ -330,7 +339,14 @@ export class RaftNode {
 
   private onMessages(msgs: Message[]): void {
     if (this.stopped) return;
-    for (const m of msgs) this.core.step(m);
+    try {
+      for (const m of msgs) this.core.step(m);
+    } catch (err) {
+      // The core reads the log while stepping (e.g. a term for a consistency check): a damaged
+      // record there is as fatal as one met while persisting.
+      this.fatal(err as Error);
+      return;
+    }
     this.schedule();
   }
 

@@ -349,7 +349,18 @@ export class KvService {
       if (member.raftAddr && member.raftAddr !== req.addr) {
         throw new RequestError(grpc.status.ALREADY_EXISTS, `node ${req.id} is already a member with raft address ${member.raftAddr}, not ${req.addr}; remove it first`);
       }
-      // Already a member: joining again is a no-op (the promoter finishes a learner's catch-up).
+      // Only a node with empty directories asks to join (one with data restarts on it). If this
+      // member never acknowledged an entry, it is the same node asking again after a crash
+      // mid-join: a no-op (the promoter finishes its catch-up). Otherwise it lost its data, and
+      // with it its votes and the entries it acknowledged: it cannot take its own place.
+      const match = this.node.core.status().progress.find((p) => p.id === req.id)?.match ?? 0;
+      if (!member.isLearner || match > 0) {
+        throw new RequestError(
+          grpc.status.ALREADY_EXISTS,
+          `node ${req.id} is already a ${member.isLearner ? "learner" : "voter"} holding the log up to index ${match}, and it now asks to join with no data: ` +
+            `a member that lost its data cannot take its own place (its votes and acknowledged entries are gone); remove it first (RemoveMember), then join again`,
+        );
+      }
       return { leaderInfo: this.leaderInfo() };
     }
     const grpcAddr = (req as JoinRequest & { grpcAddr?: string }).grpcAddr || req.id;

@@ -2,7 +2,7 @@
 // (naming it) rather than serve wrong data, and a live node shrugs off garbage.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { closeSync, copyFileSync, openSync, readFileSync, statSync, truncateSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, copyFileSync, openSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -159,4 +159,26 @@ describe("damaged bytes (record checksums)", () => {
     }
     expect(await c.kv(0).value("ck24")).toBe(value(24)); // the other records are still served
   }, 30_000);
+});
+
+describe("a state machine file that does not belong with the log", () => {
+  test("kv/fsm.mdb deleted after the log was compacted: the node refuses to start, naming both files", async () => {
+    const c = await TestCluster.create(1, ["--snapshot-threshold=20", "--trailing-logs=5", "--snapshot-interval=1s"]);
+    try {
+      c.nodes[0]!.start();
+      await c.waitServing(0);
+      for (let i = 0; i < 100; i++) await c.kv(0).put(`k${i}`, `v${i}`);
+      // Let a snapshot compact the log, then stop cleanly.
+      await Bun.sleep(2500);
+      expect(await c.nodes[0]!.stop()).toBe(0);
+      const s = c.nodes[0]!.spec;
+      rmSync(join(s.dir, "kv"), { recursive: true, force: true });
+      const r = await runBinary([`--grpc-addr=${s.grpcAddr}`, `--raft-addr=${s.raftAddr}`, `--log-dir=${s.dir}`, `--kv-dir=${s.dir}`]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr.split("\n").filter((l) => l.startsWith("rbkv: ")).length).toBe(1);
+      expect(r.stderr).toMatch(/^rbkv: .*fsm\.mdb: the state machine is at applied index 0, but the Raft log .*raft-log\.mdb starts after index \d+ \(compacted\)/m);
+    } finally {
+      await c.destroy();
+    }
+  }, 40_000);
 });
