@@ -32,6 +32,8 @@ import { readSnapshotEnvelope, writeSnapshotEnvelope } from "./snapshot-envelope
 export interface JoinResult {
   clusterId: string;
   peers: Map<NodeId, PeerAddress>;
+  /** Index of the entry that added this node (0 if the member did not say). */
+  joinedAt: number;
 }
 
 export interface NodeOptions {
@@ -183,7 +185,7 @@ export class RaftNode {
         const joined = await mode.join();
         // The members' addresses, so this node can answer the leader before it has the log.
         await this.logStore.save(null, [], null, joined.peers);
-        await this.logStore.setClusterId(joined.clusterId);
+        await this.logStore.setClusterId(joined.clusterId, joined.joinedAt);
       } else await this.bootstrap();
     }
     const clusterId = this.logStore.clusterId();
@@ -662,10 +664,10 @@ export class RaftNode {
       // already (then this old removal changes nothing here).
       const addedAgain = isMember(this.core.conf(), cc.nodeId);
       if (cc.nodeId === this.id) {
-        // Only a leader that removed itself applies its own removal: the leader stops
-        // replicating to a removed follower as soon as the entry is appended. A node that lags
-        // behind (lead set) is replaying history from before it was added again.
-        if (!addedAgain && this.core.status().lead === NONE) this.markRemoved(`this node (${this.id}) was removed from the cluster at log index ${e.index}`);
+        // Mostly a leader that removed itself (the leader stops replicating to a removed follower
+        // as soon as the entry is appended). A removal below joinedAt is the cluster's history of
+        // an earlier node with this id, replayed while this one catches up.
+        if (!addedAgain && e.index > this.logStore.joinedAt()) this.markRemoved(`this node (${this.id}) was removed from the cluster at log index ${e.index}`);
       } else if (!addedAgain) {
         this.transport.refuseRemoved(cc.nodeId, e.index);
         this.peerBook.delete(cc.nodeId);
@@ -678,6 +680,10 @@ export class RaftNode {
   /** A member refused us because it applied our removal (see TransportOptions.onRemoved). */
   private onRemovedByPeer(by: NodeId, removedAt: number, reason: string): void {
     if (this.stopped || this.removed) return;
+    if (removedAt < this.logStore.joinedAt()) {
+      this.log.info(`${by} refused us as removed at index ${removedAt}, before this node joined (at ${this.logStore.joinedAt()}): waiting for it to catch up`);
+      return;
+    }
     if (isMember(this.core.conf(), this.id) && this.core.confIndex() > removedAt) {
       // Our log says we were added after that removal: the peer has not caught up yet.
       this.log.info(`${by} refused us as removed at index ${removedAt}, but this node was added again at ${this.core.confIndex()}: waiting for it to catch up`);

@@ -361,16 +361,17 @@ export class KvService {
             `a member that lost its data cannot take its own place (its votes and acknowledged entries are gone); remove it first (RemoveMember), then join again`,
         );
       }
-      return { leaderInfo: this.leaderInfo() };
+      // Its addition is at or below the current configuration entry (it is still a member).
+      return { leaderInfo: this.leaderInfo(), joinedAt: this.node.core.confIndex() };
     }
     const grpcAddr = (req as JoinRequest & { grpcAddr?: string }).grpcAddr || req.id;
-    await this.node.proposeConfChange({
+    const added = await this.node.proposeConfChange({
       type: ConfChangeType.AddLearner,
       nodeId: req.id,
       context: encodePeerContext({ raft: req.addr, grpc: grpcAddr }),
     });
-    this.log.info(`added ${req.id} (raft ${req.addr}) as a learner; it becomes a voter once caught up`);
-    return { leaderInfo: this.leaderInfo() };
+    this.log.info(`added ${req.id} (raft ${req.addr}) as a learner at index ${added.index}; it becomes a voter once caught up`);
+    return { leaderInfo: this.leaderInfo(), joinedAt: added.index };
   }
 
   /** Passes a membership request to the leader (one hop, as for writes). */

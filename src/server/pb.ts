@@ -136,6 +136,8 @@ export interface JoinRequest {
 
 export interface JoinResponse {
   leaderInfo: LeaderInfoResponse | undefined;
+  /** rbkv extension (field 2): index of the configuration entry that added the node. */
+  joinedAt: number;
 }
 
 /** rbkv extension. */
@@ -1316,32 +1318,30 @@ function readJoinRequest(r: Reader, m: JoinRequest): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// JoinResponse { LeaderInfoResponse leader_info = 1; }
+// JoinResponse { LeaderInfoResponse leader_info = 1; uint64 joined_at = 2 (rbkv extension); }
 
 function sizeJoinResponse(m: JoinResponseInit): number {
-  return m.leaderInfo != null ? lenField(sizeLeaderInfoResponse(m.leaderInfo)) : 0;
+  return sizeRemoveMemberResponse(m) + uField(u64(m.joinedAt, "JoinResponse.joinedAt"));
 }
 function writeJoinResponse(w: Writer, m: JoinResponseInit): void {
-  if (m.leaderInfo != null) {
-    w.b[w.p++] = 0x0a;
-    writeVarint(w, sizeLeaderInfoResponse(m.leaderInfo));
-    writeLeaderInfoResponse(w, m.leaderInfo);
-  }
+  writeRemoveMemberResponse(w, m);
+  wUnsigned(w, 0x10, m.joinedAt);
 }
 function newJoinResponse(): JoinResponse {
-  return { leaderInfo: undefined };
+  return { leaderInfo: undefined, joinedAt: 0 };
 }
 function readJoinResponse(r: Reader, m: JoinResponse): void {
   while (r.p < r.e) {
     const tag = readTag(r);
     if (tag === 0x0a) m.leaderInfo = readMessage(r, m.leaderInfo ?? newLeaderInfoResponse(), readLeaderInfoResponse);
+    else if (tag === 0x10) m.joinedAt = readUint64(r);
     else skipField(r, tag, 0);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // RemoveMemberRequest { string id = 1; }   RemoveMemberResponse { LeaderInfoResponse leader_info = 1; }
-// (rbkv extensions; the response has JoinResponse's shape, so it shares its size/write/read.)
+// (rbkv extensions)
 
 function sizeRemoveMemberRequest(m: RemoveMemberRequestInit): number {
   return stringField(m.id, "RemoveMemberRequest.id");
@@ -1353,6 +1353,23 @@ function readRemoveMemberRequest(r: Reader, m: RemoveMemberRequest): void {
   while (r.p < r.e) {
     const tag = readTag(r);
     if (tag === 0x0a) m.id = readString(r);
+    else skipField(r, tag, 0);
+  }
+}
+function sizeRemoveMemberResponse(m: RemoveMemberResponseInit): number {
+  return m.leaderInfo != null ? lenField(sizeLeaderInfoResponse(m.leaderInfo)) : 0;
+}
+function writeRemoveMemberResponse(w: Writer, m: RemoveMemberResponseInit): void {
+  if (m.leaderInfo != null) {
+    w.b[w.p++] = 0x0a;
+    writeVarint(w, sizeLeaderInfoResponse(m.leaderInfo));
+    writeLeaderInfoResponse(w, m.leaderInfo);
+  }
+}
+function readRemoveMemberResponse(r: Reader, m: RemoveMemberResponse): void {
+  while (r.p < r.e) {
+    const tag = readTag(r);
+    if (tag === 0x0a) m.leaderInfo = readMessage(r, m.leaderInfo ?? newLeaderInfoResponse(), readLeaderInfoResponse);
     else skipField(r, tag, 0);
   }
 }
@@ -1415,5 +1432,5 @@ export const decodeJoinResponse = (b: Uint8Array): JoinResponse => decodeTop(b, 
 export const encodeRemoveMemberRequest = (m: RemoveMemberRequestInit): Buffer => encodeTop(m, sizeRemoveMemberRequest, writeRemoveMemberRequest);
 export const decodeRemoveMemberRequest = (b: Uint8Array): RemoveMemberRequest => decodeTop<RemoveMemberRequest>(b, { id: "" }, readRemoveMemberRequest);
 
-export const encodeRemoveMemberResponse = (m: RemoveMemberResponseInit): Buffer => encodeTop(m, sizeJoinResponse, writeJoinResponse);
-export const decodeRemoveMemberResponse = (b: Uint8Array): RemoveMemberResponse => decodeTop(b, newJoinResponse(), readJoinResponse);
+export const encodeRemoveMemberResponse = (m: RemoveMemberResponseInit): Buffer => encodeTop(m, sizeRemoveMemberResponse, writeRemoveMemberResponse);
+export const decodeRemoveMemberResponse = (b: Uint8Array): RemoveMemberResponse => decodeTop<RemoveMemberResponse>(b, { leaderInfo: undefined }, readRemoveMemberResponse);

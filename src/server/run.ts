@@ -57,8 +57,11 @@ async function joinCluster(o: ServerOptions, log: Logger): Promise<JoinResult> {
     const client = createRbdkvClient(target);
     try {
       const joined = await new Promise<JoinResult>((resolve, reject) => {
-        const call = client.join({ id: o.nodeId, addr: o.raftAdvertiseAddr, grpcAddr: o.grpcAddr }, new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (err) => {
+        // grpc-js calls back with the response before it emits the status with the trailers.
+        let joinedAt = 0;
+        const call = client.join({ id: o.nodeId, addr: o.raftAdvertiseAddr, grpcAddr: o.grpcAddr }, new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (err, res) => {
           if (err) reject(err);
+          else joinedAt = res?.joinedAt ?? 0;
         });
         call.on("status", (status: grpc.StatusObject) => {
           if (status.code !== grpc.status.OK) return;
@@ -78,10 +81,10 @@ async function joinCluster(o: ServerOptions, log: Logger): Promise<JoinResult> {
               // Without addresses the node still learns them from the log; only slower.
             }
           }
-          resolve({ clusterId, peers });
+          resolve({ clusterId, peers, joinedAt });
         });
       });
-      log.info(`joined cluster ${joined.clusterId} through ${target} (${joined.peers.size} members known)`);
+      log.info(`joined cluster ${joined.clusterId} through ${target} at index ${joined.joinedAt} (${joined.peers.size} members known)`);
       return joined;
     } catch (err) {
       const e = err as grpc.ServiceError;

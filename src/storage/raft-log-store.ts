@@ -10,6 +10,7 @@
 //             "compacted" -> [index f64][term f64][crc]           (the entry just before the first one kept)
 //             "peers"     -> JSON {id: {raft, grpc}} ‖ crc         (the address book; rare)
 //             "cluster"   -> utf-8 cluster id ‖ crc                (set once, at bootstrap or join)
+//             "joined"    -> [index f64][crc]   (a joined node: the index of the entry that added it)
 // crc: CRC-32 of the record's key ‖ the bytes before the crc, little-endian (record-checksum.ts);
 // an entry's key is its index as a little-endian f64, a meta record's key its name. LMDB keeps no
 // checksums of its own. Checked: the whole file once at open (raft-log-format.ts verifyLogFile,
@@ -73,6 +74,7 @@ export class RaftLogStore implements Storage {
   private last = 0;
   private peerBook = new Map<string, PeerAddress>();
   private cluster: string | null = null;
+  private joined = 0;
   private closed = false;
   /** The absolute path of the LMDB file, for errors. */
   readonly file: string;
@@ -161,6 +163,11 @@ export class RaftLogStore implements Storage {
     }
     const cluster = this.meta("cluster");
     if (cluster) this.cluster = dec.decode(cluster);
+    const joined = this.meta("joined");
+    if (joined) {
+      if (joined.byteLength !== 8) throw new LogStoreError(`${this.file}: corrupted: the "joined" record is ${joined.byteLength} bytes, expected 8`);
+      this.joined = new DataView(joined.buffer, joined.byteOffset, 8).getFloat64(0, true);
+    }
     let last = this.compacted.index;
     for (const key of this.entriesDb.getKeys({ reverse: true, limit: 1 })) last = key;
     this.last = last;
@@ -236,14 +243,28 @@ export class RaftLogStore implements Storage {
     return this.cluster;
   }
 
+  /**
+   * For a node that joined: the index of the configuration entry that added it (0 for a founder,
+   * or when unknown). Entries below it are the cluster's history from before this node existed.
+   */
+  joinedAt(): number {
+    return this.joined;
+  }
+
   /** Records which cluster this log belongs to (once: at bootstrap, or when joining). */
-  async setClusterId(id: string): Promise<void> {
+  async setClusterId(id: string, joinedAt = 0): Promise<void> {
     this.assertOpen();
     if (this.cluster !== null && this.cluster !== id) {
       throw new LogStoreError(`this log belongs to cluster ${this.cluster}, not ${id}`);
     }
-    await this.env.transaction(() => this.metaDb.putSync("cluster", sealMeta("cluster", enc.encode(id))));
+    const joined = new Uint8Array(8);
+    new DataView(joined.buffer).setFloat64(0, joinedAt, true);
+    await this.env.transaction(() => {
+      this.metaDb.putSync("cluster", sealMeta("cluster", enc.encode(id)));
+      if (joinedAt > 0) this.metaDb.putSync("joined", sealMeta("joined", joined));
+    });
     this.cluster = id;
+    if (joinedAt > 0) this.joined = joinedAt;
   }
 
   /** True when nothing was ever stored: a brand-new node. */

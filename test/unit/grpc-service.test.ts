@@ -99,7 +99,7 @@ const handlers: RbdkvHandlers = {
     reached.join++;
     const { id, addr, grpcAddr } = call.request;
     if (id === "") return callback({ code: grpc.status.INVALID_ARGUMENT, details: "empty id" });
-    callback(null, { leaderInfo: { leaderAddr: grpcAddr || id, leaderId: `${id}@${addr}`, term: 2 } });
+    callback(null, { leaderInfo: { leaderAddr: grpcAddr || id, leaderId: `${id}@${addr}`, term: 2 }, joinedAt: 17 });
   },
 
   removeMember(call, callback) {
@@ -282,6 +282,7 @@ describe("LeaderInfo, ClusterStats, Join", () => {
   test("Join, including the grpc_addr extension, and its error status", async () => {
     expect(await client.joinAsync({ id: "localhost:9502", addr: "localhost:9602" })).toEqual({
       leaderInfo: { leaderAddr: "localhost:9502", leaderId: "localhost:9502@localhost:9602", term: 2 },
+      joinedAt: 17,
     });
     const r = await client.joinAsync({ id: "n2", addr: "10.0.0.2:9602", grpcAddr: "10.0.0.2:9502" });
     expect(r.leaderInfo!.leaderAddr).toBe("10.0.0.2:9502");

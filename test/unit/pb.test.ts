@@ -230,6 +230,7 @@ const golden: Record<string, GoldenCase> = {
   "JoinResponse.empty": { init: {} },
   "JoinResponse.leader": { init: { leaderInfo: { leaderAddr: "localhost:9501", leaderId: "localhost:9501", term: 2 } } },
   "JoinResponse.empty_leader": { init: { leaderInfo: {} } },
+  "JoinResponse.joined_at": { init: { leaderInfo: { leaderAddr: "127.0.0.1:9501", leaderId: "127.0.0.1:9501", term: 3 }, joinedAt: 4_294_967_301 } },
   "RemoveMemberRequest.id": { init: { id: "127.0.0.1:9503" } },
   "RemoveMemberRequest.empty": { init: {} },
   "RemoveMemberResponse.leader": { init: { leaderInfo: { leaderAddr: "127.0.0.1:9501", leaderId: "127.0.0.1:9501", term: 7 } } },
@@ -356,7 +357,7 @@ describe("round trips", () => {
     expect(Object.keys(m.kv!)).toEqual(["key", "version", "value", "meta", "ttl"]);
     expect(m.kv!.ttl).toBeUndefined();
     const j = pb.decodeJoinResponse(new Uint8Array(0));
-    expect(j).toEqual({ leaderInfo: undefined });
+    expect(j).toEqual({ leaderInfo: undefined, joinedAt: 0 });
   });
 
   test("varint boundaries of uint64 / int64 / uint32 / enum fields match a BigInt reference", () => {

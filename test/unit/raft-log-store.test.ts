@@ -93,6 +93,18 @@ describe("RaftLogStore", () => {
     expect(r.clusterId()).toBe("c1");
     expect(r.peers().get("a")).toEqual({ raft: "127.0.0.1:1", grpc: "127.0.0.1:2" });
     await expect(r.setClusterId("c2")).rejects.toThrow(/belongs to cluster c1/);
+    expect(r.joinedAt()).toBe(0); // a founder
+    await r.close();
+  });
+
+  test("a joined node's join index survives reopen", async () => {
+    const dir = tempDir();
+    const s = RaftLogStore.open({ dir });
+    await s.setClusterId("c1", 4_294_967_301);
+    expect(s.joinedAt()).toBe(4_294_967_301);
+    await s.close();
+    const r = RaftLogStore.open({ dir });
+    expect(r.joinedAt()).toBe(4_294_967_301);
     await r.close();
   });
 
