@@ -239,6 +239,8 @@ export class RaftNode {
     });
     await this.transport.start();
     for (const [id, addr] of this.peerBook) if (id !== this.id) this.transport.setPeer(id, addr.raft);
+    const members = this.core.conf();
+    for (const [id, at] of this.logStore.removedPeers()) if (!isMember(members, id)) this.transport.refuseRemoved(id, at);
 
     // WAL replay: committed entries after the state machine's applied index are applied
     // before the node serves anything.
@@ -548,7 +550,10 @@ export class RaftNode {
         continue;
       }
       const addr = decodePeerContext(cc.context);
-      if (cc.type !== ConfChangeType.RemoveNode && cc.nodeId !== this.id) this.transport.acceptAgain(cc.nodeId);
+      if (cc.type !== ConfChangeType.RemoveNode && cc.nodeId !== this.id && this.transport.removedAt(cc.nodeId) !== undefined) {
+        this.transport.acceptAgain(cc.nodeId);
+        this.logStore.setRemoved(cc.nodeId, 0).catch((err: Error) => this.log.warn(`could not record that ${cc.nodeId} was added again: ${err.message}`));
+      }
       if (cc.type !== ConfChangeType.RemoveNode && addr) {
         const known = this.peerBook.get(cc.nodeId);
         if (!known || known.raft !== addr.raft || known.grpc !== addr.grpc) {
@@ -670,6 +675,7 @@ export class RaftNode {
         if (!addedAgain && e.index > this.logStore.joinedAt()) this.markRemoved(`this node (${this.id}) was removed from the cluster at log index ${e.index}`);
       } else if (!addedAgain) {
         this.transport.refuseRemoved(cc.nodeId, e.index);
+        this.logStore.setRemoved(cc.nodeId, e.index).catch((err: Error) => this.log.warn(`could not record the removal of ${cc.nodeId}: ${err.message}`));
         this.peerBook.delete(cc.nodeId);
         this.peerBookDirty = true;
       }

@@ -11,6 +11,7 @@
 //             "peers"     -> JSON {id: {raft, grpc}} ‖ crc         (the address book; rare)
 //             "cluster"   -> utf-8 cluster id ‖ crc                (set once, at bootstrap or join)
 //             "joined"    -> [index f64][crc]   (a joined node: the index of the entry that added it)
+//             "removed"   -> JSON {id: index} ‖ crc  (members removed, and where; refused when they dial)
 // crc: CRC-32 of the record's key ‖ the bytes before the crc, little-endian (record-checksum.ts);
 // an entry's key is its index as a little-endian f64, a meta record's key its name. LMDB keeps no
 // checksums of its own. Checked: the whole file once at open (raft-log-format.ts verifyLogFile,
@@ -75,6 +76,7 @@ export class RaftLogStore implements Storage {
   private peerBook = new Map<string, PeerAddress>();
   private cluster: string | null = null;
   private joined = 0;
+  private removed = new Map<string, number>();
   private closed = false;
   /** The absolute path of the LMDB file, for errors. */
   readonly file: string;
@@ -163,6 +165,8 @@ export class RaftLogStore implements Storage {
     }
     const cluster = this.meta("cluster");
     if (cluster) this.cluster = dec.decode(cluster);
+    const removed = this.meta("removed");
+    if (removed) this.removed = new Map(Object.entries(JSON.parse(dec.decode(removed)) as Record<string, number>));
     const joined = this.meta("joined");
     if (joined) {
       if (joined.byteLength !== 8) throw new LogStoreError(`${this.file}: corrupted: the "joined" record is ${joined.byteLength} bytes, expected 8`);
@@ -237,6 +241,23 @@ export class RaftLogStore implements Storage {
 
   peers(): Map<string, PeerAddress> {
     return new Map(this.peerBook);
+  }
+
+  /** Members removed from the cluster, with the index of their removal. */
+  removedPeers(): Map<string, number> {
+    return new Map(this.removed);
+  }
+
+  /**
+   * Records that `id` was removed at `index` (index 0: it was added again, forget it). Kept so
+   * that a removed node that comes back after this one restarted is still told (rare writes).
+   */
+  async setRemoved(id: string, index: number): Promise<void> {
+    this.assertOpen();
+    if (index > 0) this.removed.set(id, index);
+    else if (!this.removed.delete(id)) return;
+    const body = enc.encode(JSON.stringify(Object.fromEntries(this.removed)));
+    await this.env.transaction(() => this.metaDb.putSync("removed", sealMeta("removed", body)));
   }
 
   clusterId(): string | null {

@@ -97,6 +97,18 @@ describe("RaftLogStore", () => {
     await r.close();
   });
 
+  test("removed members survive reopen; one added again is forgotten", async () => {
+    const dir = tempDir();
+    const s = RaftLogStore.open({ dir });
+    await s.setRemoved("n2", 40);
+    await s.setRemoved("n3", 41);
+    await s.setRemoved("n2", 0);
+    await s.close();
+    const r = RaftLogStore.open({ dir });
+    expect([...r.removedPeers()]).toEqual([["n3", 41]]);
+    await r.close();
+  });
+
   test("a joined node's join index survives reopen", async () => {
     const dir = tempDir();
     const s = RaftLogStore.open({ dir });
