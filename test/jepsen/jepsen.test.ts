@@ -255,6 +255,7 @@ describe("jepsen runs (3 nodes, register + set)", () => {
     ["partition", 103],
     ["restart-all", 104],
     ["member", 107],
+    ["join", 110],
   ] as const) {
     test(`nemesis ${nemesis}`, async () => {
       const line = await run({ nemesis: [nemesis], seed });
