@@ -106,6 +106,8 @@ export interface PeerStatus {
   state: ProgressState;
   isLearner: boolean;
   recentActive: boolean;
+  /** Heard from within the last one or two election timeouts (a window that never looks empty). */
+  active: boolean;
 }
 
 export interface Status {
@@ -442,7 +444,7 @@ export class RaftCore {
     const progress: PeerStatus[] = [];
     if (this.state === RaftState.Leader) {
       for (const [id, pr] of this.prs) {
-        progress.push({ id, match: pr.match, next: pr.next, state: pr.state, isLearner: pr.isLearner, recentActive: pr.recentActive });
+        progress.push({ id, match: pr.match, next: pr.next, state: pr.state, isLearner: pr.isLearner, recentActive: pr.recentActive, active: id === this.id || pr.recentActive || pr.activeBefore });
       }
     }
     return {
@@ -603,7 +605,11 @@ export class RaftCore {
       const pr = this.prs.get(id);
       if (id === this.id || pr?.recentActive) active++;
     }
-    for (const [id, pr] of this.prs) if (id !== this.id) pr.recentActive = false;
+    for (const [id, pr] of this.prs) {
+      if (id === this.id) continue;
+      pr.activeBefore = pr.recentActive;
+      pr.recentActive = false;
+    }
     return active >= quorumSize(voters.length);
   }
 

@@ -61,6 +61,8 @@ export class Progress {
   pendingSnapshot = 0;
   /** Heard from within the current election timeout (for CheckQuorum). */
   recentActive = false;
+  /** recentActive as it was at the end of the previous election timeout. */
+  activeBefore = false;
   /** Highest read round this peer acknowledged. */
   readAck = 0;
   readonly inflights: Inflights;

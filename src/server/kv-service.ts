@@ -392,8 +392,22 @@ export class KvService {
     }
     const member = this.node.members().find((m) => m.id === req.id);
     if (!member) throw new RequestError(grpc.status.NOT_FOUND, `node ${req.id} is not a member of this cluster`);
-    if (!member.isLearner && this.node.members().filter((m) => !m.isLearner).length === 1) {
-      throw new RequestError(grpc.status.FAILED_PRECONDITION, `node ${req.id} is the only voter; removing it would leave the cluster without one`);
+    if (!member.isLearner) {
+      const voters = this.node.members().filter((m) => !m.isLearner);
+      if (voters.length === 1) throw new RequestError(grpc.status.FAILED_PRECONDITION, `node ${req.id} is the only voter; removing it would leave the cluster without one`);
+      // As etcd's strict reconfiguration check: the voters that remain must still have a
+      // majority that is up, or the cluster stops serving until a down member comes back.
+      const progress = this.node.core.status().progress;
+      const remaining = voters.filter((m) => m.id !== req.id);
+      const up = remaining.filter((m) => progress.find((p) => p.id === m.id)?.active ?? false);
+      const need = Math.floor(remaining.length / 2) + 1;
+      if (up.length < need) {
+        const down = remaining.filter((m) => !up.includes(m)).map((m) => m.id);
+        throw new RequestError(
+          grpc.status.FAILED_PRECONDITION,
+          `removing ${req.id} would leave ${remaining.length} voters of which only ${up.length} answer the leader (${down.join(", ")} do not), fewer than the ${need} needed to commit; bring them back first`,
+        );
+      }
     }
     await this.node.proposeConfChange({ type: ConfChangeType.RemoveNode, nodeId: req.id, context: new Uint8Array(0) });
     this.log.info(`removed ${req.id} from the cluster`);

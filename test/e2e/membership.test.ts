@@ -141,4 +141,18 @@ describe("removing members", () => {
     await c.waitVoters(3);
     await eventually("the re-added node to hold the data", async () => (await c.kv(lost).value("lost-data", { serializable: true })) === "kept");
   }, 90_000);
+
+  test("a removal that would leave no working majority is refused, naming the member that is down", async () => {
+    const leader = await c.leader();
+    const [down, other] = [0, 1, 2].filter((i) => i !== leader) as [number, number];
+    await c.nodes[down]!.kill9();
+    await Bun.sleep(2000); // a few election timeouts: the leader notices that it hears nothing
+    const err = await c.kv(leader).client.removeMemberAsync({ id: c.nodes[other]!.spec.grpcAddr }).catch((e: unknown) => e);
+    expect(grpcCode(err)).toBe(grpc.status.FAILED_PRECONDITION);
+    expect((err as grpc.ServiceError).details).toContain(`would leave 2 voters of which only 1 answer the leader (${c.nodes[down]!.spec.grpcAddr} do not)`);
+    expect(await voterIds(c, leader)).toHaveLength(3);
+    // Removing the member that is down is fine: the two that remain both answer.
+    await c.kv(leader).client.removeMemberAsync({ id: c.nodes[down]!.spec.grpcAddr }, { deadline: Date.now() + 15_000 });
+    expect(await voterIds(c, leader)).toEqual([c.nodes[leader]!.spec.grpcAddr, c.nodes[other]!.spec.grpcAddr].sort());
+  }, 60_000);
 });
