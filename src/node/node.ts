@@ -22,7 +22,7 @@ import {
 import { type ApplyOutcome, type FsmEntry, type KvEvent, KvStore } from "../storage/fsm.ts";
 import { type PeerAddress, RaftLogStore } from "../storage/raft-log-store.ts";
 import { PeerTransport } from "../transport/transport.ts";
-import { isMember } from "../raft/membership.ts";
+import { isMember, isVoter } from "../raft/membership.ts";
 import { NodeRemovedError, NodeStoppedError, StorageMismatchError, NotLeaderError, ProposalLostError, UnavailableError } from "./errors.ts";
 import { type Logger } from "./logger.ts";
 import { ProposalIds, unwrapProposal, wrapProposal } from "./proposal-id.ts";
@@ -235,22 +235,25 @@ export class RaftNode {
         this.core.reportUnreachable(to);
       },
       onRemoved: (by, removedAt, reason) => this.onRemovedByPeer(by, removedAt, reason),
+      joinedAt: this.logStore.joinedAt(),
       logger: (level, line) => this.log[level](`transport: ${line}`),
     });
     await this.transport.start();
     for (const [id, addr] of this.peerBook) if (id !== this.id) this.transport.setPeer(id, addr.raft);
-    const members = this.core.conf();
-    for (const [id, at] of this.logStore.removedPeers()) if (!isMember(members, id)) this.transport.refuseRemoved(id, at);
+    for (const [id, at] of this.logStore.removedPeers()) this.transport.refuseRemoved(id, at);
 
     // WAL replay: committed entries after the state machine's applied index are applied
     // before the node serves anything.
     await this.replay();
+    // The replay applied this node's own removal: it is shutting down, so start nothing.
+    if (this.removed) return;
     let ticks = 0;
     this.ticker = setInterval(() => {
       this.core.tick();
       this.expireReads();
       this.expireProposals();
       if (++ticks % 5 === 0) this.promoteCaughtUpLearners();
+      if (ticks % this.opts.electionTicks === 0) this.probeIfSilent();
       this.schedule();
     }, this.opts.tickMs);
     this.snapshotTimer = setInterval(() => void this.maybeSnapshot(true), Math.max(1000, Math.min(this.opts.snapshotIntervalMs, 60_000)));
@@ -550,10 +553,6 @@ export class RaftNode {
         continue;
       }
       const addr = decodePeerContext(cc.context);
-      if (cc.type !== ConfChangeType.RemoveNode && cc.nodeId !== this.id && this.transport.removedAt(cc.nodeId) !== undefined) {
-        this.transport.acceptAgain(cc.nodeId);
-        this.logStore.setRemoved(cc.nodeId, 0).catch((err: Error) => this.log.warn(`could not record that ${cc.nodeId} was added again: ${err.message}`));
-      }
       if (cc.type !== ConfChangeType.RemoveNode && addr) {
         const known = this.peerBook.get(cc.nodeId);
         if (!known || known.raft !== addr.raft || known.grpc !== addr.grpc) {
@@ -675,24 +674,35 @@ export class RaftNode {
         if (!addedAgain && e.index > this.logStore.joinedAt()) this.markRemoved(`this node (${this.id}) was removed from the cluster at log index ${e.index}`);
       } else if (!addedAgain) {
         this.transport.refuseRemoved(cc.nodeId, e.index);
+        this.transport.removePeer(cc.nodeId);
         this.logStore.setRemoved(cc.nodeId, e.index).catch((err: Error) => this.log.warn(`could not record the removal of ${cc.nodeId}: ${err.message}`));
         this.peerBook.delete(cc.nodeId);
         this.peerBookDirty = true;
       }
     }
-    this.log.info(`membership change applied at ${e.index}: voters ${this.core.conf().voters.join(", ")}; learners ${this.core.conf().learners.join(", ") || "none"}`);
+    const what = cc.type === ConfChangeType.RemoveNode ? "remove" : cc.type === ConfChangeType.AddVoter ? "add voter" : "add learner";
+    const conf = this.core.conf();
+    this.log.info(`membership change applied at ${e.index} (${what} ${cc.nodeId}); configuration as of the log's end: voters ${conf.voters.join(", ")}; learners ${conf.learners.join(", ") || "none"}`);
+  }
+
+  /**
+   * A node that is not a voter in its own configuration and hears no leader never sends
+   * anything, so it would never be told if it was removed (say a leader that removed itself and
+   * restarted before applying that). Such a node dials its peers: a member that applied its
+   * removal answers the handshake with Removed.
+   */
+  private probeIfSilent(): void {
+    if (this.core.state !== RaftState.Follower || this.core.status().lead !== NONE || isVoter(this.core.conf(), this.id)) return;
+    for (const id of this.peerBook.keys()) if (id !== this.id) this.transport.probe(id);
   }
 
   /** A member refused us because it applied our removal (see TransportOptions.onRemoved). */
   private onRemovedByPeer(by: NodeId, removedAt: number, reason: string): void {
     if (this.stopped || this.removed) return;
+    // Peers compare the removal with the joinedAt of our Hello, so this is only a peer that
+    // predates that check speaking of an earlier node with our id.
     if (removedAt < this.logStore.joinedAt()) {
-      this.log.info(`${by} refused us as removed at index ${removedAt}, before this node joined (at ${this.logStore.joinedAt()}): waiting for it to catch up`);
-      return;
-    }
-    if (isMember(this.core.conf(), this.id) && this.core.confIndex() > removedAt) {
-      // Our log says we were added after that removal: the peer has not caught up yet.
-      this.log.info(`${by} refused us as removed at index ${removedAt}, but this node was added again at ${this.core.confIndex()}: waiting for it to catch up`);
+      this.log.debug(`${by} refused us as removed at index ${removedAt}, before this node joined (at ${this.logStore.joinedAt()})`);
       return;
     }
     this.markRemoved(`this node (${this.id}) was removed from the cluster at log index ${removedAt} (told by ${by}: ${reason})`);

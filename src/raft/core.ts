@@ -121,6 +121,8 @@ export interface Status {
   state: RaftState;
   conf: ConfState;
   progress: PeerStatus[];
+  /** As leader: true once it has led for a whole election timeout, so `active` means something. */
+  activityKnown: boolean;
 }
 
 const TRANSFER_CONTEXT = 1;
@@ -130,6 +132,7 @@ export class RaftCore {
   term = 0;
   vote: NodeId = NONE;
   lead: NodeId = NONE;
+  private ticksAsLeader = 0;
   state: RaftState = RaftState.Follower;
   readonly log: RaftLog;
   private readonly confs: ConfHistory;
@@ -458,6 +461,7 @@ export class RaftCore {
       state: this.state,
       conf: this.conf(),
       progress,
+      activityKnown: this.state === RaftState.Leader && this.ticksAsLeader >= this.electionTick,
     };
   }
 
@@ -504,6 +508,7 @@ export class RaftCore {
   }
 
   private becomeLeader(): void {
+    this.ticksAsLeader = 0;
     this.reset(this.term);
     this.lead = this.id;
     this.state = RaftState.Leader;
@@ -581,6 +586,7 @@ export class RaftCore {
   }
 
   private tickLeader(): void {
+    this.ticksAsLeader++;
     this.heartbeatElapsed++;
     this.electionElapsed++;
     if (this.electionElapsed >= this.electionTick) {

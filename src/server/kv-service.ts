@@ -361,8 +361,11 @@ export class KvService {
             `a member that lost its data cannot take its own place (its votes and acknowledged entries are gone); remove it first (RemoveMember), then join again`,
         );
       }
-      // Its addition is at or below the current configuration entry (it is still a member).
-      return { leaderInfo: this.leaderInfo(), joinedAt: this.node.core.confIndex() };
+      // Its addition is at or below the current configuration entry (it is still a member), but
+      // an answer must not promise an addition a new leader could still overwrite.
+      const confIndex = this.node.core.confIndex();
+      if (this.node.core.status().commit < confIndex) throw new UnavailableError(`the addition of ${req.id} is not committed yet; retry`);
+      return { leaderInfo: this.leaderInfo(), joinedAt: confIndex };
     }
     const grpcAddr = (req as JoinRequest & { grpcAddr?: string }).grpcAddr || req.id;
     const added = await this.node.proposeConfChange({
@@ -397,15 +400,17 @@ export class KvService {
       if (voters.length === 1) throw new RequestError(grpc.status.FAILED_PRECONDITION, `node ${req.id} is the only voter; removing it would leave the cluster without one`);
       // As etcd's strict reconfiguration check: the voters that remain must still have a
       // majority that is up, or the cluster stops serving until a down member comes back.
-      const progress = this.node.core.status().progress;
+      // UNAVAILABLE (as etcd's ErrUnhealthy): FAILED_PRECONDITION means "not the leader" here.
+      const status = this.node.core.status();
+      if (!status.activityKnown) throw new UnavailableError("this node became leader moments ago and does not know yet which members answer; retry");
       const remaining = voters.filter((m) => m.id !== req.id);
-      const up = remaining.filter((m) => progress.find((p) => p.id === m.id)?.active ?? false);
+      const up = remaining.filter((m) => status.progress.find((p) => p.id === m.id)?.active ?? false);
       const need = Math.floor(remaining.length / 2) + 1;
       if (up.length < need) {
         const down = remaining.filter((m) => !up.includes(m)).map((m) => m.id);
         throw new RequestError(
-          grpc.status.FAILED_PRECONDITION,
-          `removing ${req.id} would leave ${remaining.length} voters of which only ${up.length} answer the leader (${down.join(", ")} do not), fewer than the ${need} needed to commit; bring them back first`,
+          grpc.status.UNAVAILABLE,
+          `removing ${req.id} would leave ${remaining.length} voters of which only ${up.length} answer the leader (not answering: ${down.join(", ")}), fewer than the ${need} needed to commit; bring them back first`,
         );
       }
     }

@@ -171,6 +171,7 @@ export async function runServer(o: ServerOptions): Promise<void> {
   node.onRemoved = () => void shutdown("removed from the cluster");
 
   await node.start({ join: o.joinAddr ? () => joinCluster(o, log) : null });
+  if (stopping) return; // removed while replaying its log
   service.setClusterId(node.logStore.clusterId() ?? "");
   reaper = new TtlReaper(node, log);
   reaper.start();

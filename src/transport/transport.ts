@@ -8,7 +8,7 @@
 //
 // Wire, per connection:
 //   client -> server: preamble "RBKV" u16 version u16 reserved(0), then a Hello frame
-//                     (u8 kind, str clusterId, str fromNodeId, str toNodeId)
+//                     (u8 kind, str clusterId, str fromNodeId, str toNodeId, varint joinedAt)
 //   server -> client: Accept frame (str nodeId), or Refuse frame (u8 code, str reason
 //                     [, varint index when code = Removed]) and a half-close (wrong
 //                     magic/version/cluster/node id, malformed hello, a removed member)
@@ -30,6 +30,12 @@ export interface TransportOptions {
   nodeId: NodeId;
   /** Peers from another cluster are refused at handshake. */
   clusterId: string;
+  /**
+   * Which incarnation of this node id we are: the log index of the entry that added it (0 for a
+   * founder). A member that removed this id at a later index refuses us; one that removed an
+   * earlier node with the same id does not.
+   */
+  joinedAt?: number;
   listenHost: string;
   /** 0 = ephemeral (start() returns the port). */
   listenPort: number;
@@ -60,7 +66,7 @@ export interface TransportOptions {
   maxFrameBytes?: number;
 }
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2; // 2: Hello carries joinedAt
 export const MAGIC = new Uint8Array([0x52, 0x42, 0x4b, 0x56]); // "RBKV"
 export const PREAMBLE_BYTES = 8;
 
@@ -142,7 +148,7 @@ export function parseAddr(addr: string): { host: string; port: number } {
 }
 
 /** The preamble and Hello frame a client sends first (exported for tests). */
-export function encodeHello(w: Writer, kind: number, clusterId: string, from: NodeId, to: NodeId, version = PROTOCOL_VERSION): void {
+export function encodeHello(w: Writer, kind: number, clusterId: string, from: NodeId, to: NodeId, version = PROTOCOL_VERSION, joinedAt = 0): void {
   w.bytes(MAGIC);
   w.u8(version >>> 8);
   w.u8(version & 0xff);
@@ -153,6 +159,7 @@ export function encodeHello(w: Writer, kind: number, clusterId: string, from: No
   w.str(clusterId);
   w.str(from);
   w.str(to);
+  w.varint(joinedAt);
   endFrame(w, at, HANDSHAKE_MAX_FRAME);
 }
 
@@ -408,7 +415,7 @@ class OutConn implements SockCtx {
     s.setNoDelay(true);
     s.setKeepAlive(true, KEEPALIVE_MS);
     const w = new Writer(128);
-    encodeHello(w, ConnKind.Messages, this.t.clusterId, this.t.nodeId, this.peer.id);
+    encodeHello(w, ConnKind.Messages, this.t.clusterId, this.t.nodeId, this.peer.id, PROTOCOL_VERSION, this.t.joinedAt);
     this.state = OutState.Handshake;
     this.timer = setTimeout(() => this.fail(`no handshake answer within ${HANDSHAKE_TIMEOUT_MS} ms`), HANDSHAKE_TIMEOUT_MS);
     if (s.write(w.view()) < w.pos) this.fail("could not write the handshake");
@@ -653,7 +660,7 @@ class SnapSender implements SockCtx {
     s.setNoDelay(true);
     s.setKeepAlive(true, KEEPALIVE_MS);
     const w = new Writer(128);
-    encodeHello(w, ConnKind.Snapshot, this.t.clusterId, this.t.nodeId, this.peer.id);
+    encodeHello(w, ConnKind.Snapshot, this.t.clusterId, this.t.nodeId, this.peer.id, PROTOCOL_VERSION, this.t.joinedAt);
     if (s.write(w.view()) < w.pos) this.abort(new Error("could not write the handshake"));
   }
 
@@ -743,6 +750,8 @@ class InConn implements SockCtx {
   private preambleLen = 0;
   private readonly parser = new FrameParser(HANDSHAKE_MAX_FRAME);
   peerId: NodeId = "";
+  /** The incarnation the peer claimed in its Hello. */
+  peerJoinedAt = 0;
   private batch: Message[] | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private body: SnapshotBody | null = null;
@@ -894,12 +903,14 @@ class InConn implements SockCtx {
     let cluster: string;
     let from: string;
     let to: string;
+    let joinedAt: number;
     try {
       const r = new Reader(payload);
       kind = r.u8();
       cluster = r.str();
       from = r.str();
       to = r.str();
+      joinedAt = r.varint();
       r.expectEnd("hello");
     } catch (e) {
       this.refuse(RefuseCode.Protocol, `malformed hello: ${errText(e)}`);
@@ -922,12 +933,13 @@ class InConn implements SockCtx {
       return false;
     }
     const removedAt = this.t.removedAt(from);
-    if (removedAt !== undefined) {
+    if (removedAt !== undefined && joinedAt < removedAt) {
       this.refuse(RefuseCode.Removed, `node "${from}" was removed from the cluster at log index ${removedAt}`, removedAt);
       return false;
     }
     this.clearTimer();
     this.peerId = from;
+    this.peerJoinedAt = joinedAt;
     this.parser.maxFrameBytes = this.t.maxFrameBytes;
     this.sock.setNoDelay(true);
     this.sock.setKeepAlive(true, KEEPALIVE_MS);
@@ -1055,6 +1067,7 @@ function makeHandlers(onOpen: (s: Socket<SockCtx>) => void) {
 export class PeerTransport {
   readonly nodeId: NodeId;
   readonly clusterId: string;
+  readonly joinedAt: number;
   readonly maxFrameBytes: number;
   private readonly maxQueueBytes: number;
   private readonly opts: TransportOptions;
@@ -1089,6 +1102,7 @@ export class PeerTransport {
     this.opts = opts;
     this.nodeId = opts.nodeId;
     this.clusterId = opts.clusterId;
+    this.joinedAt = opts.joinedAt ?? 0;
     this.maxQueueBytes = opts.maxQueueBytes ?? DEFAULT_MAX_QUEUE_BYTES;
     this.maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.logFn =
@@ -1156,19 +1170,17 @@ export class PeerTransport {
   }
 
   /**
-   * `id` was removed from the cluster at log index `at`: drop it as a peer, close what it dialled
-   * and refuse its future connections with a Removed answer, so that a removed member that was
-   * away hears of its removal when it comes back (see TransportOptions.onRemoved).
+   * `id` was removed from the cluster at log index `at`: close what it dialled and refuse its
+   * future connections with a Removed answer (the node drops it as a peer itself), so that a removed member that was
+   * away hears of its removal when it comes back (see TransportOptions.onRemoved). A node of
+   * that id added again later says so in its Hello (joinedAt > at) and is accepted, even by a
+   * member that has not caught up with its addition: Raft needs a lagging member to accept a
+   * leader that is not in its configuration yet.
    */
   refuseRemoved(id: NodeId, at: number): void {
     this.removed.set(id, at);
-    this.removePeer(id);
-    this.inboundByPeer.get(id)?.close();
-  }
-
-  /** `id` is (being) added again: accept its connections. */
-  acceptAgain(id: NodeId): void {
-    this.removed.delete(id);
+    const inbound = this.inboundByPeer.get(id);
+    if (inbound && inbound.peerJoinedAt < at) inbound.close();
   }
 
   removedAt(id: NodeId): number | undefined {
@@ -1336,7 +1348,10 @@ export class PeerTransport {
     p.retryTimer = setTimeout(() => {
       p.retryTimer = null;
       if (this.stopped || this.peers.get(p.id) !== p) return;
-      if (p.queue.length > 0 && p.conn === null) this.connect(p);
+      // After losing a working connection, dial again once even with nothing to send: a peer
+      // that closed it because we were removed answers the new handshake with Removed, and a
+      // removed node that has nothing to say (a learner, a deposed leader) learns it that way.
+      if (p.conn === null && (p.queue.length > 0 || wasReady)) this.connect(p);
     }, delay);
   }
 
@@ -1346,6 +1361,13 @@ export class PeerTransport {
     } catch (e) {
       this.log("error", `onUnreachable threw: ${errText(e)}`);
     }
+  }
+
+  /** Dials `id` if no connection is open or pending, even with nothing to send (a handshake probe). */
+  probe(id: NodeId): void {
+    const p = this.peers.get(id);
+    if (this.stopped || p === undefined || p.conn !== null || p.retryTimer !== null) return;
+    this.connect(p);
   }
 
   private connect(p: Peer): void {

@@ -8,7 +8,7 @@ import * as grpc from "@grpc/grpc-js";
 import { RbdkvPaths } from "../../src/server/grpc-service.ts";
 import { OpType } from "../../src/server/pb.ts";
 import { Reader, Writer } from "../../src/transport/codec.ts";
-import { encodeHello } from "../../src/transport/transport.ts";
+import { PROTOCOL_VERSION, encodeHello } from "../../src/transport/transport.ts";
 import { enc, sleep } from "../e2e/harness.ts";
 import type { Prng } from "../sim/prng.ts";
 import { CHANNEL_OPTIONS, codeName } from "./client.ts";
@@ -79,7 +79,7 @@ function parseRefuse(b: Buffer): { code: number; reason: string } | null {
   }
 }
 
-function hello(clusterId: string, from: string, to: string, version = 1): Uint8Array {
+function hello(clusterId: string, from: string, to: string, version = PROTOCOL_VERSION): Uint8Array {
   const w = new Writer(256);
   encodeHello(w, 0, clusterId, from, to, version);
   return w.buf.slice(0, w.pos);
@@ -230,10 +230,10 @@ export async function runBadInput(cluster: JepsenCluster, ctx: RunCtx, rng: Prng
     const httpRefuse = parseRefuse(http.received);
     add(`an HTTP request on node${i + 1}'s raft port`, http.closed && httpRefuse !== null, httpRefuse ? `refused (code ${httpRefuse.code}): ${httpRefuse.reason.slice(0, 120)}` : `closed=${http.closed}, no refuse frame`);
 
-    const v2 = await rawTcp(port, hello(clusterId, "intruder", cluster.ids[i]!, 2), 8000);
+    const v2 = await rawTcp(port, hello(clusterId, "intruder", cluster.ids[i]!, PROTOCOL_VERSION + 1), 8000);
     const v2r = parseRefuse(v2.received);
     add(
-      `a peer speaking protocol version 2 to node${i + 1}`,
+      `a peer speaking protocol version ${PROTOCOL_VERSION + 1} to node${i + 1}`,
       v2r !== null && v2r.code === REFUSE_VERSION && v2.closed,
       v2r ? `refused (code ${v2r.code}): ${v2r.reason.slice(0, 120)}` : `no refuse frame (closed=${v2.closed}, ${v2.received.byteLength} bytes)`,
     );

@@ -169,12 +169,7 @@ export class JepsenCluster {
     const p = this.nodes[i]!.proc;
     if (!p) return { removed: false, exitCode: null, detail: `node${i + 1} is not running` };
     this.expectedExit.add(p);
-    let detail = "";
-    try {
-      await this.clients[via]!.client.removeMemberAsync({ id: this.ids[i]! }, { deadline: Date.now() + 10_000 });
-    } catch (err) {
-      detail = (err as Error).message;
-    }
+    const detail = await this.requestRemoval(i, via, 10_000);
     const exited = await Promise.race([p.exited, sleep(detail ? 3000 : timeoutMs).then(() => "running" as const)]);
     if (exited === "running") {
       if (detail) {

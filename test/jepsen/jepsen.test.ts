@@ -8,7 +8,7 @@ import { type Server, type Socket, createConnection, createServer } from "node:n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writer } from "../../src/transport/codec.ts";
-import { encodeHello } from "../../src/transport/transport.ts";
+import { PROTOCOL_VERSION, encodeHello } from "../../src/transport/transport.ts";
 import { freePort, sleep } from "../e2e/harness.ts";
 import { checkAgreement, checkRegister, checkSet, checkWatch, type FinalReads, type FinalValue } from "./checks.ts";
 import { JepsenCluster } from "./cluster.ts";
@@ -85,7 +85,7 @@ describe("the partition proxy", () => {
     expect(h).not.toBeNull();
     expect(h).not.toBe("more");
     if (h && h !== "more") {
-      expect(h.hello).toEqual({ version: 1, kind: 0, clusterId: "cluster-x", from: "a", to: "b" });
+      expect(h.hello).toEqual({ version: PROTOCOL_VERSION, kind: 0, clusterId: "cluster-x", from: "a", to: "b" });
       expect(h.bytes).toBe(b.byteLength);
     }
     expect(parseHello(b.subarray(0, 10))).toBe("more");

@@ -284,13 +284,32 @@ describe("PeerTransport: messages", () => {
     expect(told[0]).toMatchObject({ by: "b", at: 42 });
     expect(told[0]!.reason).toContain("removed from the cluster at log index 42");
     expect(b.got.map((m) => m.index)).toEqual([1]);
-    // Added again (a fresh node with the same id): its messages flow.
-    b.t.acceptAgain("a");
-    const again = await node("a");
+    // Added again at index 50 (a fresh node with the same id says so in its Hello): accepted,
+    // even though b still remembers the removal at 42.
+    const again = await node("a", { joinedAt: 50 });
     again.t.setPeer("b", b.addr);
     again.t.send([app("a", "b", 3)]);
     await waitFor(() => b.got.length === 2, "the re-added node's message");
     expect(b.got[1]!.index).toBe(3);
+  });
+
+  test("a removed node with nothing to send still hears of it: it dials again after losing the connection, or when probed", async () => {
+    const told: string[] = [];
+    const a = await node("a", { onRemoved: (by) => told.push(by) });
+    const b = await node("b");
+    const c = await node("c");
+    a.t.setPeer("b", b.addr);
+    a.t.send([app("a", "b", 1)]);
+    await waitFor(() => b.got.length === 1, "the first message");
+    // b closes a's connection on applying the removal; a sends nothing more, yet redials once.
+    b.t.refuseRemoved("a", 7);
+    await waitFor(() => told.includes("b"), "a hears of its removal from b");
+    // A peer a never talked to: probe() dials it with nothing to send.
+    c.t.refuseRemoved("a", 7);
+    a.t.setPeer("c", c.addr);
+    a.t.probe("c");
+    await waitFor(() => told.includes("c"), "a hears of its removal from c");
+    expect(c.got).toEqual([]);
   });
 
   test("a peer that dials the wrong node id is refused", async () => {
