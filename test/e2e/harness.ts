@@ -2,7 +2,7 @@
 // restart, and talk to them over gRPC.
 
 import { type Subprocess, spawn } from "bun";
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, type WriteStream } from "node:fs";
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -73,9 +73,9 @@ export interface NodeSpec {
 
 export class RbkvProcess {
   proc: Subprocess | null = null;
-  private logStream: WriteStream | null = null;
   readonly logPath: string;
   exitCode: number | null = null;
+  private logged: Promise<void> = Promise.resolve();
 
   constructor(readonly spec: NodeSpec) {
     this.logPath = join(spec.dir, `${spec.name}.log`);
@@ -92,15 +92,17 @@ export class RbkvProcess {
       ...this.spec.extra,
     ];
     mkdirSync(this.spec.dir, { recursive: true });
-    this.logStream = createWriteStream(this.logPath, { flags: "a" });
+    const log = createWriteStream(this.logPath, { flags: "a" });
     const p = spawn([BINARY, ...args], { stdout: "pipe", stderr: "pipe" });
     this.proc = p;
     this.exitCode = null;
     const pump = async (stream: ReadableStream<Uint8Array>): Promise<void> => {
-      for await (const chunk of stream) this.logStream?.write(chunk);
+      for await (const chunk of stream) log.write(chunk);
     };
-    void pump(p.stdout as ReadableStream<Uint8Array>);
-    void pump(p.stderr as ReadableStream<Uint8Array>);
+    // Once both pipes are drained the file holds everything the process said (see logs()).
+    this.logged = Promise.all([pump(p.stdout as ReadableStream<Uint8Array>), pump(p.stderr as ReadableStream<Uint8Array>)]).then(
+      () => new Promise<void>((resolve) => log.end(() => resolve())),
+    );
     void p.exited.then((code) => {
       this.exitCode = code;
       if (this.proc === p) this.proc = null;
@@ -133,6 +135,7 @@ export class RbkvProcess {
   }
 
   async logs(): Promise<string> {
+    if (!this.running) await this.logged;
     return existsSync(this.logPath) ? Bun.file(this.logPath).text() : "";
   }
 }
