@@ -699,8 +699,8 @@ export class RaftNode {
   /** A member refused us because it applied our removal (see TransportOptions.onRemoved). */
   private onRemovedByPeer(by: NodeId, removedAt: number, reason: string): void {
     if (this.stopped || this.removed) return;
-    // Peers compare the removal with the joinedAt of our Hello, so this is only a peer that
-    // predates that check speaking of an earlier node with our id.
+    // Peers compare the removal with the joinedAt of our Hello and never refuse a later node of
+    // our id; this is a second line of defence against history about an earlier one.
     if (removedAt < this.logStore.joinedAt()) {
       this.log.debug(`${by} refused us as removed at index ${removedAt}, before this node joined (at ${this.logStore.joinedAt()})`);
       return;
