@@ -6,7 +6,6 @@
 // ready carries them all — group commit); send the messages that promise persisted state;
 // apply committed entries in batches; resolve the waiting proposals and reads; advance().
 
-import { resolve } from "node:path";
 import { ProposalDroppedError, RaftCore, RaftState, type Ready, raftStateName } from "../raft/core.ts";
 import {
   type ConfChange,
@@ -195,7 +194,7 @@ export class RaftNode {
     const compactedTo = this.logStore.firstIndex() - 1;
     if (this.kv.appliedIndex < compactedTo) {
       throw new StorageMismatchError(
-        `${resolve(this.kv.file)}: the state machine is at applied index ${this.kv.appliedIndex}, but the Raft log ${this.logStore.file} starts after index ${compactedTo} (compacted): ` +
+        `${this.kv.file}: the state machine is at applied index ${this.kv.appliedIndex}, but the Raft log ${this.logStore.file} starts after index ${compactedTo} (compacted): ` +
           `the entries in between exist nowhere on this node, so this state machine file is missing or older than the log; restore it from the same copy as the log, ` +
           `or remove this node from the cluster, empty its directories and join it again`,
       );

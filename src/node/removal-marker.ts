@@ -6,7 +6,7 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
 
-export const REMOVAL_MARKER_FILE = "REMOVED";
+const REMOVAL_MARKER_FILE = "REMOVED";
 
 export function removalMarkerPath(logDir: string): string {
   return resolve(join(logDir, REMOVAL_MARKER_FILE));

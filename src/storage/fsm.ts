@@ -383,7 +383,7 @@ export class KvStore {
 
   private constructor(dir: string, env: Env, keep: number, noSync: boolean, verified: Verification | null) {
     this.dir = dir;
-    this.file = join(dir, FSM_FILE);
+    this.file = KvStore.fileIn(dir);
     this.env = env;
     this.keep = keep;
     this.noSync = noSync;
