@@ -365,7 +365,7 @@ export class RaftNode {
     const id = this.proposalIds.next();
     let at: { index: number; term: number } | null;
     try {
-      at = this.core.proposeOrForward(wrapProposal(id, command));
+      at = this.core.proposeOrForward(wrapProposal(this.proposalIds.origin, id, command));
     } catch (err) {
       if (err instanceof ProposalDroppedError) return Promise.reject(this.notLeader());
       throw err;
@@ -611,9 +611,9 @@ export class RaftNode {
           ids.push(0);
           return { index: e.index, data: null };
         }
-        const { id, command } = unwrapProposal(e.data);
-        ids.push(id);
-        return { index: e.index, data: command };
+        const { origin, counter, command } = unwrapProposal(e.data);
+        ids.push(this.proposalIds.isMine(origin) ? counter : 0);
+        return { index: e.index, data: command, proposal: origin ? { origin, counter } : undefined };
       });
       const outcomes = await this.kv.applyEntriesAsync(fsmEntries);
       const byIndex = new Map<number, ApplyOutcome>();

@@ -146,6 +146,8 @@ export interface ApplyOutcome {
 export interface FsmEntry {
   index: number;
   data: Uint8Array | null; // null: a no-op or configuration entry (only advances the applied index)
+  /** Who proposed it (src/node/proposal-id.ts): a later copy of the same proposal is not applied. */
+  proposal?: { origin: Uint8Array; counter: number };
 }
 
 export interface KvStoreOptions {
