@@ -17,13 +17,52 @@ export const enum CommandKind {
   Put = 1,
   Delete = 2,
   ExpireKey = 3,
+  Txn = 4,
+  Compact = 5,
+  SessionOpen = 6,
+  SessionClose = 7,
+  InSession = 8,
 }
+
+/** A Txn compare (proto Compare). A missing (or expired at nowMs) key has version 0 and create 0. */
+export interface TxnCompare {
+  target: "version" | "create" | "value" | "exists";
+  op: "=" | "!=" | "<" | ">";
+  key: Uint8Array;
+  /** For "version" and "create". */
+  version: number;
+  /** For "value" (a missing key never compares true). */
+  value: Uint8Array;
+  /** For "exists" (op "=" or "!=" only). */
+  exists: boolean;
+}
+
+/**
+ * A key range: [key, end). `end` null = no upper bound. A single key is [key, key ‖ 0x00), so
+ * every range is a plain interval.
+ */
+export interface KeyRange {
+  key: Uint8Array;
+  end: Uint8Array | null;
+}
+
+export type TxnOp =
+  | { type: "put"; key: Uint8Array; value: Uint8Array; meta: number; expireAt: number }
+  | ({ type: "delete" } & KeyRange)
+  | ({ type: "range"; limit: number; reverse: boolean; keysOnly: boolean; countOnly: boolean } & KeyRange);
 
 export type Command =
   | { kind: CommandKind.Put; key: Uint8Array; value: Uint8Array; meta: number /* u32 */; expireAt: number /* ms since epoch, 0 = never */ }
   | { kind: CommandKind.Delete; key: Uint8Array }
   // Issued by the leader's TTL reaper: delete `key` only if its latest version is still `version`.
-  | { kind: CommandKind.ExpireKey; key: Uint8Array; version: number };
+  | { kind: CommandKind.ExpireKey; key: Uint8Array; version: number }
+  // Stamped by the leader: nowMs is its clock (TTL checks in compares, session expiry).
+  | { kind: CommandKind.Txn; nowMs: number; compares: TxnCompare[]; success: TxnOp[]; failure: TxnOp[] }
+  | { kind: CommandKind.Compact; version: number }
+  | { kind: CommandKind.SessionOpen; nowMs: number; ttlMs: number }
+  | { kind: CommandKind.SessionClose; nowMs: number; sessionId: number }
+  // A Put, Delete or Txn under a client session (exactly-once): `inner` is never InSession.
+  | { kind: CommandKind.InSession; sessionId: number; seq: number; nowMs: number; inner: Command };
 
 export class CommandDecodeError extends Error {
   override name = "CommandDecodeError";
@@ -70,6 +109,7 @@ function checkKey(key: Uint8Array): void {
 
 /** Encodes a command. Throws RangeError/TypeError on an invalid command (a caller bug). */
 export function encodeCommand(c: Command): Uint8Array {
+  if (!("key" in c)) throw new RangeError(`command kind ${c.kind} has no encoder yet`);
   checkKey(c.key);
   let out: Uint8Array;
   let p = 2;

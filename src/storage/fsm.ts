@@ -75,6 +75,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { accessSync, closeSync, constants as fsConstants, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type Database, type DatabaseOptions, type RootDatabase, type TransactionFlags, open as lmdbOpen } from "lmdb";
+import { type ApplyResult } from "./apply-result.ts";
 import { CommandKind, decodeCommand, type Command } from "./command.ts";
 import {
   KIND_PUT,
@@ -122,6 +123,8 @@ export interface KvRecord {
   value: Uint8Array;
   meta: number;
   version: number;
+  /** Version at which the key was created (its first put since it last did not exist). */
+  createVersion: number;
   expireAt: number;
 }
 /**
@@ -142,6 +145,12 @@ export interface ApplyOutcome {
   index: number;
   version: number;
   events: KvEvent[];
+  /** The answer for the proposer, for commands that have one (Txn, sessions, Compact). */
+  result?: ApplyResult;
+  /** A later copy of an applied proposal (proposal-dedupe.ts): nothing was applied. */
+  duplicate?: boolean;
+  /** A retry of an applied (session, seq): `result` is the stored one, nothing was applied. */
+  replayed?: boolean;
 }
 export interface FsmEntry {
   index: number;
@@ -545,6 +554,7 @@ export class KvStore {
     } catch {
       return { index, version: 0, events: [] }; // every replica decodes the same bytes the same way
     }
+    if (!("key" in cmd)) return { index, version: 0, events: [] };
     const key = cmd.key;
     const skey = storageKey(key);
     const seed = crcSeed(skey);
@@ -638,7 +648,7 @@ export class KvStore {
     if (expireAt !== 0 && expireAt <= nowMs) return null;
     const off = recValueOffset(rec);
     if (off < 0) throw this.corrupt(db, lmdbKey, "malformed record");
-    return { key, value: recValue(rec, off), meta: recMeta(rec), version: recVersion(rec), expireAt };
+    return { key, value: recValue(rec, off), meta: recMeta(rec), version: recVersion(rec), createVersion: 0, expireAt };
   }
 
   /**
