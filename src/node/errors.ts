@@ -61,3 +61,11 @@ export class NodeRemovedError extends Error {
     this.name = "NodeRemovedError";
   }
 }
+
+/** A wait (min_version, a version to read at) outlived the request's deadline. */
+export class DeadlineError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "DeadlineError";
+  }
+}

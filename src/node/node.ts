@@ -22,7 +22,7 @@ import { type ApplyOutcome, type FsmEntry, type KvEvent, KvStore } from "../stor
 import { type PeerAddress, RaftLogStore } from "../storage/raft-log-store.ts";
 import { PeerTransport } from "../transport/transport.ts";
 import { isMember, isVoter } from "../raft/membership.ts";
-import { NodeRemovedError, NodeStoppedError, StorageMismatchError, NotLeaderError, ProposalLostError, UnavailableError } from "./errors.ts";
+import { DeadlineError, NodeRemovedError, NodeStoppedError, StorageMismatchError, NotLeaderError, ProposalLostError, UnavailableError } from "./errors.ts";
 import { type Logger } from "./logger.ts";
 import { ProposalIds, unwrapProposal, wrapProposal } from "./proposal-id.ts";
 import { readRemovalMarker, removalMarkerPath, writeRemovalMarker } from "./removal-marker.ts";
@@ -66,6 +66,13 @@ interface ProposalWaiter {
   deadline: number;
   resolve: (o: ApplyOutcome) => void;
   reject: (e: Error) => void;
+}
+
+interface AppliedWaiter {
+  version: number;
+  resolve: () => void;
+  reject: (e: Error) => void;
+  timer: ReturnType<typeof setTimeout> | null;
 }
 
 interface ReadWaiter {
@@ -131,6 +138,8 @@ export class RaftNode {
   private readCtx = Math.floor(Math.random() * 2 ** 52);
   private readonly readsByCtx = new Map<number, { waiters: ReadWaiter[]; deadline: number }>();
   private readonly readsByIndex: { index: number; waiters: ReadWaiter[] }[] = [];
+  /** Reads waiting for a version to be applied here (min_version). */
+  private appliedWaiters: AppliedWaiter[] = [];
   private peerBook = new Map<NodeId, PeerAddress>();
   private peerBookDirty = false;
   private lastLeader: NodeId = NONE;
@@ -144,8 +153,12 @@ export class RaftNode {
   /** The commit index on disk is behind the core's (see drainOnce). */
   private commitLagging = false;
 
-  /** Watchers of applied writes (the watch hub). */
-  onEvents: ((events: KvEvent[]) => void) | null = null;
+  /**
+   * Watchers of applied writes (the watch hub): the events of each applied batch, in log order,
+   * and the applied index the batch brought the state machine to (called for every batch, with
+   * or without events, so the hub knows how far its view of the history reaches).
+   */
+  onEvents: ((events: KvEvent[], appliedThrough: number) => void) | null = null;
   /**
    * The state machine was replaced by a leader's image: the writes between `from` and `to`
    * never passed through this node's apply, so its watchers cannot be told about them.
@@ -318,6 +331,11 @@ export class RaftNode {
     for (const r of this.readsByIndex) for (const w of r.waiters) w.reject(new NodeStoppedError());
     this.readsByCtx.clear();
     this.readsByIndex.length = 0;
+    for (const w of this.appliedWaiters) {
+      if (w.timer) clearTimeout(w.timer);
+      w.reject(new NodeStoppedError());
+    }
+    this.appliedWaiters = [];
     while (this.draining) await sleep(5);
     await this.applier;
     if (this.transport) await this.transport.stop();
@@ -637,10 +655,13 @@ export class RaftNode {
         const w = id !== 0 ? this.proposals.get(id) : undefined;
         if (w) {
           this.proposals.delete(id);
-          w.resolve(o);
+          // The first copy applied resolves the waiter; a copy refused while the waiter still
+          // waits was one the dedupe window could not tell from an old one: its fate is unknown.
+          if (o.duplicate) w.reject(new UnavailableError(`the write reached the log at index ${e.index} as a copy the state machine could not tell from an earlier one; it may or may not have taken effect`));
+          else w.resolve(o);
         }
       }
-      if (events.length > 0 && this.onEvents) this.onEvents(events);
+      if (this.onEvents) this.onEvents(events, chunk[chunk.length - 1]!.index);
     }
     // Proposals appended here below the applied index that never passed through this apply: a
     // leader's snapshot covered their slots, so whether they were committed there or overwritten
@@ -721,7 +742,37 @@ export class RaftNode {
     else void this.stop();
   }
 
+  /**
+   * Resolves once this node's state machine has applied `version` (read-your-writes on any
+   * member: min_version). Rejects with DeadlineError at `deadline` (ms since the epoch).
+   */
+  waitApplied(version: number, deadline: number): Promise<void> {
+    if (this.stopped) return Promise.reject(new NodeStoppedError());
+    if (this.fsmApplied >= version) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const w: AppliedWaiter = { version, resolve, reject, timer: null };
+      w.timer = setTimeout(() => {
+        const i = this.appliedWaiters.indexOf(w);
+        if (i >= 0) this.appliedWaiters.splice(i, 1);
+        reject(new DeadlineError(`this node (${this.id}) had applied ${this.fsmApplied}, not yet version ${version}, when the deadline passed`));
+      }, Math.max(0, deadline - Date.now()));
+      this.appliedWaiters.push(w);
+    });
+  }
+
+  private releaseAppliedWaiters(): void {
+    if (this.appliedWaiters.length === 0) return;
+    const applied = this.fsmApplied;
+    this.appliedWaiters = this.appliedWaiters.filter((w) => {
+      if (w.version > applied) return true;
+      if (w.timer) clearTimeout(w.timer);
+      w.resolve();
+      return false;
+    });
+  }
+
   private releaseReads(): void {
+    this.releaseAppliedWaiters();
     if (this.readsByIndex.length === 0) return;
     const applied = this.fsmApplied;
     for (let i = 0; i < this.readsByIndex.length; ) {
@@ -805,6 +856,7 @@ export class RaftNode {
         const before = this.fsmApplied;
         const restored = await this.kv.restoreFromChunks({ [Symbol.asyncIterator]: () => rest });
         this.fsmApplied = Math.max(this.fsmApplied, restored);
+        this.releaseReads();
         this.log.info(`installed a state machine image at ${restored} from ${m.from} (snapshot ${meta.index}, term ${meta.term})`);
         this.onStateReplaced?.(before + 1, restored);
       } finally {

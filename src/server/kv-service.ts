@@ -30,7 +30,7 @@ import {
   type WatchResponse,
   durationToMs,
 } from "./pb.ts";
-import { WatcherExistsError, type WatchHub } from "./watch-hub.ts";
+import { type WatchMessage, WatcherExistsError, type WatchHub } from "./watch-hub.ts";
 
 /** Set on a request a follower forwards, so the leader never forwards it again. */
 const FORWARDED_METADATA = "rbkv-forwarded";
@@ -276,7 +276,7 @@ export class KvService {
     let handle;
     try {
       handle = this.hub.register(id, req.prefixes, capacity, {
-        write: (ev: KvEvent) => call.write({ watcherId: id, event: toPbEvent(ev, id) }),
+        write: (m: WatchMessage) => call.write({ watcherId: id, event: m.kind === "event" ? toPbEvent(m.event, id) : progressEvent(m.version, id) }),
         fail: (err: Error) => fail(err instanceof RequestError ? err : new RequestError(grpc.status.RESOURCE_EXHAUSTED, err.message)),
       });
     } catch (err) {
@@ -430,4 +430,9 @@ function toPbEvent(ev: KvEvent, watcherId: string): WatchResponse["event"] {
     expireAt: ev.expireAt,
     watcherId,
   };
+}
+
+/** A Progress event: every matching event up to `version` has been sent. */
+function progressEvent(version: number, watcherId: string): WatchResponse["event"] {
+  return { type: 3, key: EMPTY, value: EMPTY, meta: 0, version, expireAt: 0, watcherId };
 }
