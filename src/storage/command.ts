@@ -104,20 +104,21 @@ const f64 = new Float64Array(1);
 const f64Bytes = new Uint8Array(f64.buffer);
 const littleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
-function putU32(out: Uint8Array, p: number, v: number): void {
+// Exported for the other binary codecs of src/storage (apply-result.ts); not part of the API.
+export function putU32(out: Uint8Array, p: number, v: number): void {
   out[p] = v & 0xff;
   out[p + 1] = (v >>> 8) & 0xff;
   out[p + 2] = (v >>> 16) & 0xff;
   out[p + 3] = (v >>> 24) & 0xff;
 }
-function getU32(d: Uint8Array, p: number): number {
+export function getU32(d: Uint8Array, p: number): number {
   return (d[p] | (d[p + 1] << 8) | (d[p + 2] << 16) | (d[p + 3] << 24)) >>> 0;
 }
-function putF64(out: Uint8Array, p: number, v: number): void {
+export function putF64(out: Uint8Array, p: number, v: number): void {
   f64[0] = v;
   for (let i = 0; i < 8; i++) out[p + i] = f64Bytes[littleEndian ? i : 7 - i];
 }
-function getF64(d: Uint8Array, p: number): number {
+export function getF64(d: Uint8Array, p: number): number {
   for (let i = 0; i < 8; i++) f64Bytes[littleEndian ? i : 7 - i] = d[p + i];
   return f64[0];
 }
