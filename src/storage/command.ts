@@ -559,17 +559,8 @@ function decode(data: Uint8Array, nested: boolean): Command {
       r.end();
       return { kind: CommandKind.ExpireKey, key, version };
     }
-    case CommandKind.Txn: {
-      const r = new Reader(data, "Txn");
-      const nowMs = r.safeInt("nowMs");
-      const n = r.count("compare count", MIN_COMPARE_SIZE);
-      const compares: TxnCompare[] = [];
-      for (let i = 0; i < n; i++) compares.push(r.compare(i));
-      const success = r.ops("success");
-      const failure = r.ops("failure");
-      r.end();
-      return { kind: CommandKind.Txn, nowMs, compares, success, failure };
-    }
+    case CommandKind.Txn:
+      return decodeTxn(data);
     case CommandKind.Compact: {
       const r = new Reader(data, "Compact");
       const version = r.safeInt("version");
@@ -590,27 +581,43 @@ function decode(data: Uint8Array, nested: boolean): Command {
       r.end();
       return { kind: CommandKind.SessionClose, nowMs, sessionId };
     }
-    case CommandKind.InSession: {
+    case CommandKind.InSession:
       if (nested) throw new CommandDecodeError("an InSession command cannot be nested in another");
-      const r = new Reader(data, "InSession");
-      const sessionId = r.safeInt("sessionId");
-      const seq = r.safeInt("seq");
-      const nowMs = r.safeInt("nowMs");
-      const innerBytes = r.bytes("inner command");
-      r.end();
-      let inner: Command;
-      try {
-        inner = decode(innerBytes, true);
-      } catch (e) {
-        if (e instanceof CommandDecodeError) throw new CommandDecodeError(`InSession command's inner command: ${e.message}`);
-        throw e;
-      }
-      if (inner.kind !== CommandKind.Put && inner.kind !== CommandKind.Delete && inner.kind !== CommandKind.Txn) {
-        throw new CommandDecodeError(`InSession command's inner command has kind ${inner.kind} (only Put, Delete and Txn are allowed)`);
-      }
-      return { kind: CommandKind.InSession, sessionId, seq, nowMs, inner };
-    }
+      return decodeInSession(data);
     default:
       throw new CommandDecodeError(`unknown command kind ${kind} (format ${COMMAND_FORMAT}, ${data.length} bytes)`);
   }
+}
+
+// The long kinds are out of line so that decode() stays small for the hot Put/Delete path.
+function decodeTxn(data: Uint8Array): Command {
+  const r = new Reader(data, "Txn");
+  const nowMs = r.safeInt("nowMs");
+  const n = r.count("compare count", MIN_COMPARE_SIZE);
+  const compares: TxnCompare[] = [];
+  for (let i = 0; i < n; i++) compares.push(r.compare(i));
+  const success = r.ops("success");
+  const failure = r.ops("failure");
+  r.end();
+  return { kind: CommandKind.Txn, nowMs, compares, success, failure };
+}
+
+function decodeInSession(data: Uint8Array): Command {
+  const r = new Reader(data, "InSession");
+  const sessionId = r.safeInt("sessionId");
+  const seq = r.safeInt("seq");
+  const nowMs = r.safeInt("nowMs");
+  const innerBytes = r.bytes("inner command");
+  r.end();
+  let inner: Command;
+  try {
+    inner = decode(innerBytes, true);
+  } catch (e) {
+    if (e instanceof CommandDecodeError) throw new CommandDecodeError(`InSession command's inner command: ${e.message}`);
+    throw e;
+  }
+  if (inner.kind !== CommandKind.Put && inner.kind !== CommandKind.Delete && inner.kind !== CommandKind.Txn) {
+    throw new CommandDecodeError(`InSession command's inner command has kind ${inner.kind} (only Put, Delete and Txn are allowed)`);
+  }
+  return { kind: CommandKind.InSession, sessionId, seq, nowMs, inner };
 }
