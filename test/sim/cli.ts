@@ -37,8 +37,13 @@ try {
 const seeds = args.seed !== null ? [args.seed] : Array.from({ length: args.seeds }, (_, i) => args.first + i);
 let failed = 0;
 const started = Date.now();
+/** Proposals committed at two or more log indexes over all runs (the duplicate-Prop fault). */
+let duplicatedProposals = 0;
+let runsWithDuplicates = 0;
 for (const seed of seeds) {
   const r = runSimulation({ seed, nodes: args.nodes, faultTime: args.faultTime, onTrace: args.verbose ? (l) => console.log(l) : undefined });
+  duplicatedProposals += r.stats.duplicatedProposals;
+  if (r.stats.duplicatedProposals > 0) runsWithDuplicates++;
   if (!r.ok) {
     failed++;
     console.log(`FAIL seed=${seed} nodes=${args.nodes}: ${r.error}`);
@@ -51,5 +56,6 @@ for (const seed of seeds) {
     console.log(`ok seed=${seed} ${JSON.stringify(r.stats)}`);
   }
 }
+if (seeds.length > 1) console.log(`${duplicatedProposals} proposals committed at two or more log indexes, in ${runsWithDuplicates} runs`);
 console.log(`${seeds.length - failed} of ${seeds.length} seeds passed (${args.nodes} nodes, ${((Date.now() - started) / 1000).toFixed(1)}s)`);
 process.exit(failed > 0 ? 1 : 0);

@@ -8,9 +8,14 @@ import { ProposalDroppedError, RaftCore, RaftState, type Ready, bootstrapEntries
 import { applyConfChange } from "../../src/raft/membership.ts";
 import { ConfChangeType, EntryType, type Message, MessageType, type NodeId, decodeConfChange } from "../../src/raft/messages.ts";
 import { MemoryStorage } from "../../src/raft/storage.ts";
+import { ORIGIN_BYTES, ProposalIds, wrapProposal } from "../../src/node/proposal-id.ts";
+import { AtMostOnceChecker } from "./at-most-once.ts";
 import { type HistoryOp, checkLinearizable } from "./linearizability.ts";
-import { KvStateMachine, digest, encodeCommand } from "./kv.ts";
+import { KvStateMachine, digest, encodeCommand, originHex } from "./kv.ts";
 import { Prng } from "./prng.ts";
+import { SafetyViolation } from "./violation.ts";
+
+export { SafetyViolation };
 
 export interface SimOptions {
   seed: number;
@@ -51,13 +56,10 @@ export interface SimStats {
   /** Time the linearizability check took, and how many writes had an unknown outcome. */
   checkMs: number;
   indeterminateWrites: number;
-}
-
-export class SafetyViolation extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "SafetyViolation";
-  }
+  /** Proposals committed at two or more log indexes (a forwarded Prop delivered twice). */
+  duplicatedProposals: number;
+  /** Copies the dedupe window refused as older than it (never applied). */
+  proposalsTooOld: number;
 }
 
 const CONF_CHANGE_NAMES: Record<ConfChangeType, string> = {
@@ -77,6 +79,19 @@ interface PendingWrite {
   hop: HistoryOp;
   node: NodeId;
   deadline: number;
+}
+
+/**
+ * The node layer's ProposalIds with an origin drawn from the run's seed instead of the OS, so
+ * that a seed replays byte for byte (the real class draws 8 random bytes per process start).
+ */
+class SeededProposalIds extends ProposalIds {
+  override readonly origin: Uint8Array;
+
+  constructor(origin: Uint8Array) {
+    super();
+    this.origin = origin;
+  }
 }
 
 interface PendingRead {
@@ -107,6 +122,11 @@ class SimNode {
   tickInterval = TICK;
   /** A ready is being written to disk; no other ready is taken until it is done. */
   persisting = false;
+  /** This incarnation's proposal ids (a new origin at every start, as a real process). */
+  ids: ProposalIds | null = null;
+  /** This incarnation's origin in hex (the key of its pending writes). */
+  origin = "";
+  incarnation = 0;
 
   constructor(readonly id: NodeId) {}
 
@@ -188,6 +208,7 @@ export class Simulation {
   private readonly stats: SimStats = {
     time: 0, opsOk: 0, opsIndeterminate: 0, opsFailed: 0, leadersElected: 0, crashes: 0, partitions: 0,
     confChanges: 0, transfers: 0, snapshotsSent: 0, messages: 0, dropped: 0, maxCommit: 0, checkMs: 0, indeterminateWrites: 0,
+    duplicatedProposals: 0, proposalsTooOld: 0,
   };
 
   // Network model for this run.
@@ -207,12 +228,18 @@ export class Simulation {
   private readonly leaderOfTerm = new Map<number, NodeId>();
   private readonly entryAt = new Map<string, { digest: number; prevTerm: number | undefined }>();
   private readonly appliedAt: ({ term: number; digest: number } | undefined)[] = [];
+  private readonly atMostOnce: AtMostOnceChecker;
+  /** Origin (hex) -> the node incarnation it belongs to ("n2#3"), for messages. */
+  private readonly originLabel = new Map<string, string>();
+  /** Origins come from their own stream, so that drawing them does not shift the schedule. */
+  private readonly originRng: Prng;
 
   // Clients.
   private readonly history: HistoryOp[] = [];
   private nextOpId = 1;
   private nextReadContext = 1;
-  private readonly pendingWrites = new Map<number, PendingWrite>();
+  /** By proposal ("origin:counter"): the proposing incarnation recognises its own entry. */
+  private readonly pendingWrites = new Map<string, PendingWrite>();
   private readonly pendingReads: PendingRead[] = [];
   private readonly keys: string[];
   private readonly clientCount: number;
@@ -221,6 +248,8 @@ export class Simulation {
 
   constructor(private readonly opts: SimOptions) {
     this.rng = new Prng(opts.seed);
+    this.originRng = new Prng((opts.seed ^ 0x6f726967) >>> 0);
+    this.atMostOnce = new AtMostOnceChecker((o) => this.originLabel.get(o) ?? `unknown origin ${o}`);
     this.traceLimit = opts.traceLimit ?? 400;
     this.dropRate = this.rng.pick([0, 0.01, 0.05, 0.1]);
     this.dupRate = this.rng.pick([0, 0.02, 0.05]);
@@ -256,6 +285,8 @@ export class Simulation {
       const lin = checkLinearizable(this.history);
       this.stats.checkMs = Math.round(performance.now() - linStart);
       this.stats.indeterminateWrites = this.history.filter((h) => h.complete === null && h.op.kind !== "get").length;
+      this.stats.duplicatedProposals = this.atMostOnce.duplicatedProposals;
+      this.stats.proposalsTooOld = this.atMostOnce.refusedTooOld;
       if (!lin.ok) throw new SafetyViolation(`history is not linearizable on key ${lin.key}: ${lin.explanation}`);
       this.stats.time = this.now;
       return { seed: this.opts.seed, ok: true, trace: this.trace, stats: this.stats };
@@ -302,6 +333,12 @@ export class Simulation {
     n.leaderTerm = -1;
     n.fsm = n.fsmDurable.clone();
     n.lastApplied = n.fsm.applied;
+    const origin = new Uint8Array(ORIGIN_BYTES);
+    for (let i = 0; i < ORIGIN_BYTES; i++) origin[i] = this.originRng.int(0, 255);
+    n.ids = new SeededProposalIds(origin);
+    n.origin = originHex(origin);
+    n.incarnation++;
+    this.originLabel.set(n.origin, `${n.id}#${n.incarnation}`);
     n.core = new RaftCore({
       id: n.id,
       storage: n.storage,
@@ -329,6 +366,7 @@ export class Simulation {
     if (!n.core) return;
     this.note(`CRASH ${n.id} (${why}) term=${n.core.term} state=${raftStateName(n.core.state)}`);
     n.core = null;
+    n.ids = null; // its writes in flight die with it: no later incarnation answers them
     this.stats.crashes++;
   }
 
@@ -430,15 +468,17 @@ export class Simulation {
     }
     if (!known) this.appliedAt[index] = { term, digest: d };
     this.stats.maxCommit = Math.max(this.stats.maxCommit, index);
-    if (type !== EntryType.Normal) {
-      n.fsm.applied = index;
-      return;
-    }
-    const cmd = n.fsm.apply(index, data);
-    if (!cmd) return;
-    const w = this.pendingWrites.get(cmd.opId);
-    if (w && w.node === n.id) {
-      this.pendingWrites.delete(cmd.opId);
+    const a = n.fsm.apply(index, type === EntryType.Normal ? data : null);
+    this.atMostOnce.applied(n.id, index, a);
+    // The proposing incarnation answers its client when it applies the copy that was admitted.
+    // A later copy changes nothing, so it answers nothing; nor does one its window refused. If
+    // this node skipped the admitted copy (a snapshot covered it), the write stays unanswered
+    // and the history treats it as of unknown outcome, which it is to this node.
+    if (!a.applied || a.proposal === null || a.proposal.origin !== n.origin) return;
+    const key = `${a.proposal.origin}:${a.proposal.counter}`;
+    const w = this.pendingWrites.get(key);
+    if (w) {
+      this.pendingWrites.delete(key);
       w.hop.complete = this.now;
       w.hop.result = null;
       this.stats.opsOk++;
@@ -679,12 +719,15 @@ export class Simulation {
   }
 
   private clientWrite(client: number, key: string, target: SimNode, kind: "put" | "delete"): void {
-    if (!target.core) return;
+    if (!target.core || !target.ids) return;
     const opId = this.nextOpId++;
     const value = `v${opId}`;
-    const data = encodeCommand(kind === "put" ? { kind, opId, key, value } : { kind, opId, key });
+    const command = encodeCommand(kind === "put" ? { kind, opId, key, value } : { kind, opId, key });
+    // As the node layer does: a new counter of this incarnation for every proposal.
+    const counter = target.ids.next();
+    const proposalKey = `${target.origin}:${counter}`;
     try {
-      target.core.proposeOrForward(data);
+      target.core.proposeOrForward(wrapProposal(target.ids.origin, counter, command));
     } catch (err) {
       if (err instanceof ProposalDroppedError) {
         this.stats.opsFailed++;
@@ -694,9 +737,9 @@ export class Simulation {
     }
     const hop: HistoryOp = { id: opId, client, op: kind === "put" ? { kind, key, value } : { kind, key }, invoke: this.now, complete: null, result: null };
     this.history.push(hop);
-    this.pendingWrites.set(opId, { hop, node: target.id, deadline: this.now + OP_TIMEOUT });
+    this.pendingWrites.set(proposalKey, { hop, node: target.id, deadline: this.now + OP_TIMEOUT });
     this.at(OP_TIMEOUT, () => {
-      if (this.pendingWrites.delete(opId)) this.stats.opsIndeterminate++;
+      if (this.pendingWrites.delete(proposalKey)) this.stats.opsIndeterminate++;
     });
     this.processSoon(target);
   }
