@@ -4,7 +4,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import { EventType, type WatchResponse } from "../../src/server/pb.ts";
+import { Event_EventType as EventType, type OpType, type WatchResponse } from "../../src/server/gen/rbkv.ts";
 import { Kv, TestCluster, dec, enc, eventually, sleep } from "./harness.ts";
 
 describe("a three-node cluster formed the seed's way", () => {
@@ -66,7 +66,7 @@ describe("a three-node cluster formed the seed's way", () => {
     await expect(kv.put("", "x")).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
     await expect(kv.put("k".repeat(4097), "x")).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
     await expect(kv.put("big", "v".repeat((1 << 20) + 1))).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
-    await expect(kv.client.executeAsync({ op: 7, kv: { key: enc("x") } })).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    await expect(kv.client.executeAsync({ op: 7 as OpType, kv: { key: enc("x") } })).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
     // The server is still fine.
     await kv.put("after-bad-input", "fine");
     expect(await kv.value("after-bad-input")).toBe("fine");
