@@ -4,9 +4,11 @@
 //   bun test/bench/pb-bench.ts [--iterations N] [--rounds R] [--value-bytes B]
 // Each row is what one request costs in grpc-js's (de)serializer callbacks: bytes -> Command for
 // Execute's request, CommandResponse -> Buffer for its answer, WatchResponse -> Buffer per event.
-// Reports ns/op, the median of --rounds runs of --iterations operations after a warm-up.
+// Reports ns/op, the median of --rounds runs of --iterations operations after a warm-up. Each
+// (row, codec) runs in a process of its own, so that no call site the JIT sees mixes the two
+// codecs or several rows (which made in-process numbers swing by 2-3x).
 
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,7 +16,7 @@ import { Command, CommandResponse, Event_EventType, OpType, ReadConsistency, Wat
 import { RbdkvService } from "../../src/server/grpc-service.ts";
 
 /** The last commit with the hand-written src/server/pb.ts. */
-const OLD_CODEC_COMMIT = "060f8fb";
+const OLD_CODEC_COMMIT = "060f8fb53e12679980b47a2adbff85b5af189cc8";
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -112,13 +114,22 @@ try {
     ["WatchResponse encode", () => old.encodeWatchResponse(watchResponse).length, () => encodeWatchResponse(watchResponse).length],
   ];
 
-  console.log(`${ITERATIONS} ops x ${ROUNDS} rounds (median), value ${VALUE} bytes, bun ${Bun.version}`);
-  console.log(`| operation | hand-written pb.ts (ns/op) | generated (ns/op) |`);
-  console.log(`| --- | ---: | ---: |`);
-  for (const [name, fOld, fNew] of rows) {
-    const o = nsPerOp(fOld);
-    const n = nsPerOp(fNew);
-    console.log(`| ${name} | ${o.toFixed(0)} | ${n.toFixed(0)} |`);
+  const row = process.argv.indexOf("--row");
+  if (row >= 0) {
+    // A child: one (row, codec), printed as a bare number.
+    const [, fOld, fNew] = rows[Number(process.argv[row + 1])]!;
+    console.log(nsPerOp(process.argv[row + 2] === "old" ? fOld : fNew).toFixed(1));
+  } else {
+    console.log(`${ITERATIONS} ops x ${ROUNDS} rounds (median), value ${VALUE} bytes, bun ${Bun.version}, one process per cell`);
+    console.log(`| operation | hand-written pb.ts (ns/op) | generated (ns/op) |`);
+    console.log(`| --- | ---: | ---: |`);
+    const passOn = ["--iterations", String(ITERATIONS), "--rounds", String(ROUNDS), "--value-bytes", String(VALUE)];
+    const cell = (i: number, which: string): string => {
+      const r = spawnSync(process.execPath, [import.meta.path, ...passOn, "--row", String(i), which], { encoding: "utf8" });
+      if (r.status !== 0) throw new Error(`row ${i} ${which}: ${r.stderr}`);
+      return Number(r.stdout.trim()).toFixed(0);
+    };
+    rows.forEach(([name], i) => console.log(`| ${name} | ${cell(i, "old")} | ${cell(i, "new")} |`));
   }
   if (sink === 0.5) console.log(sink); // never: keeps `sink` observable
 } finally {
