@@ -6,6 +6,24 @@ import { ConfigError, SERVER_FLAGS, parseServerOptions } from "./server/options.
 import { runServer } from "./server/run.ts";
 import { VERSION } from "./version.ts";
 
+/**
+ * cac names an unknown option by its camelCased key ("Unknown option `--backupGoNum`"), a name
+ * the user never typed: name it as given on the command line instead (--backup-go-num).
+ */
+function unknownOptionMessage(message: string, argv: readonly string[]): string {
+  const m = /^Unknown option `--([^`]+)`$/.exec(message);
+  if (!m) return message;
+  const key = m[1]!;
+  // cac's camelcase(): a dash between two lowercase letters goes, the second is upper-cased.
+  const camel = (s: string): string => s.replace(/([a-z])-([a-z])/g, (_, a: string, b: string) => a + b.toUpperCase());
+  for (const arg of argv) {
+    if (!arg.startsWith("--")) continue;
+    const name = arg.slice(2).split("=")[0]!;
+    if (camel(name) === key || camel(name.replace(/^no-/, "")) === key) return `unknown option --${name}`;
+  }
+  return `unknown option --${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
 function fail(message: string, code = 2): never {
   process.stderr.write(`rbkv: ${message}\n`);
   process.exit(code);
@@ -31,7 +49,8 @@ async function main(argv: string[]): Promise<void> {
     await cli.runMatchedCommand();
   } catch (err) {
     const e = err as Error;
-    if (e instanceof ConfigError || e.name === "CACError") fail(e.message.replace(/`/g, ""));
+    if (e.name === "CACError") fail(unknownOptionMessage(e.message, argv).replace(/`/g, ""));
+    if (e instanceof ConfigError) fail(e.message.replace(/`/g, ""));
     fail(e.message, 1);
   }
 }

@@ -1,5 +1,5 @@
-// The gRPC surface of rbkv: the `rbdkv.Rbdkv` service definition for @grpc/grpc-js, wired to
-// the hand-written protobuf codec in pb.ts (no proto-loader, no protobufjs), and a typed client.
+// The gRPC surface of rbkv: the `rbdkv.Rbdkv` service definition for @grpc/grpc-js and a typed
+// client, over the codec generated from proto/rbkv.proto (src/server/gen, `npm run gen`).
 //
 // Server:  server.addService(RbdkvService, handlers)   // handlers: RbdkvHandlers
 // Client:  const c = createRbdkvClient("127.0.0.1:9501");
@@ -7,100 +7,103 @@
 //          const res = await c.executeAsync({ op: OpType.Get, kv: { key } }); // promise style
 //          for await (const r of c.watch({ prefixes: [p] })) ...             // server stream
 //
-// Handlers receive fully decoded requests (every field present) and may answer with partial
-// responses (omitted fields are defaults). A request that does not decode never reaches a
-// handler: grpc-js answers it with status INTERNAL ("Error deserializing request") and the
-// server carries on; likewise a response that cannot be encoded (e.g. a negative uint64) is
-// turned into INTERNAL ("Error serializing response") for that call only.
+// This file, not the generated `RbdkvService` / `RbdkvClient`, is what the code uses: the same
+// paths and messages, plus
+// - `originalName` on each method, so handlers named after the proto methods (`Execute`) work;
+// - requests and handler responses as partial messages (XInit = DeepPartial<X>: omitted fields
+//   are defaults), normalized by the generated fromPartial before encoding;
+// - strict decoding (codec.ts: invalid UTF-8, stray end-group tags are errors);
+// - promise forms of the unary methods (executeAsync, ...).
+// Handlers receive fully decoded requests (every field present). A request that does not
+// decode never reaches a handler: grpc-js answers it with status INTERNAL ("Error
+// deserializing request") and the server carries on; likewise a response that cannot be
+// encoded (e.g. a negative uint64) is turned into INTERNAL ("Error serializing response").
 
 import * as grpc from "@grpc/grpc-js";
+import { decodeMessage, encodePartial } from "./codec.ts";
 import {
-  type ClusterStatsRequest,
-  type ClusterStatsRequestInit,
-  type ClusterStatsResponse,
-  type ClusterStatsResponseInit,
-  type Command,
-  type CommandInit,
-  type CommandResponse,
-  type CommandResponseInit,
-  type JoinRequest,
-  type JoinRequestInit,
-  type JoinResponse,
-  type JoinResponseInit,
-  type RemoveMemberRequest,
-  type RemoveMemberRequestInit,
-  type RemoveMemberResponse,
-  type RemoveMemberResponseInit,
-  type LeaderInfoResponse,
-  type LeaderInfoResponseInit,
-  type LeaderRequest,
-  type LeaderRequestInit,
-  type WatchRequest,
-  type WatchRequestInit,
-  type WatchResponse,
-  type WatchResponseInit,
-  decodeClusterStatsRequest,
-  decodeClusterStatsResponse,
-  decodeCommand,
-  decodeCommandResponse,
-  decodeJoinRequest,
-  decodeJoinResponse,
-  decodeRemoveMemberRequest,
-  decodeRemoveMemberResponse,
-  decodeLeaderInfoResponse,
-  decodeLeaderRequest,
-  decodeWatchRequest,
-  decodeWatchResponse,
-  encodeClusterStatsRequest,
-  encodeClusterStatsResponse,
-  encodeCommand,
-  encodeCommandResponse,
-  encodeJoinRequest,
-  encodeJoinResponse,
-  encodeRemoveMemberRequest,
-  encodeRemoveMemberResponse,
-  encodeLeaderInfoResponse,
-  encodeLeaderRequest,
-  encodeWatchRequest,
-  encodeWatchResponse,
-} from "./pb.ts";
+  ClusterStatsRequest,
+  ClusterStatsResponse,
+  CloseSessionRequest,
+  CloseSessionResponse,
+  Command,
+  CommandResponse,
+  CompactRequest,
+  CompactResponse,
+  type DeepPartial,
+  JoinRequest,
+  JoinResponse,
+  LeaderInfoResponse,
+  LeaderRequest,
+  type MessageFns,
+  OpenSessionRequest,
+  OpenSessionResponse,
+  RangeRequest,
+  RangeResponse,
+  RbdkvService as GeneratedService,
+  RemoveMemberRequest,
+  RemoveMemberResponse,
+  TxnRequest,
+  TxnResponse,
+  WatchRequest,
+  WatchResponse,
+} from "./gen/rbkv.ts";
+
+export { toBuffer } from "./codec.ts";
 
 /** Fully qualified service name (proto package `rbdkv`, service `Rbdkv`). */
 export const RBDKV_SERVICE_NAME = "rbdkv.Rbdkv";
 
-/** HTTP/2 paths of the seed's five RPCs and rbkv's extensions. */
-export const RbdkvPaths = {
-  execute: "/rbdkv.Rbdkv/Execute",
-  watch: "/rbdkv.Rbdkv/Watch",
-  leaderInfo: "/rbdkv.Rbdkv/LeaderInfo",
-  clusterStats: "/rbdkv.Rbdkv/ClusterStats",
-  join: "/rbdkv.Rbdkv/Join",
-  removeMember: "/rbdkv.Rbdkv/RemoveMember",
-} as const;
+// What an encoder accepts: every field may be omitted (= its default).
+export type CommandInit = DeepPartial<Command>;
+export type CommandResponseInit = DeepPartial<CommandResponse>;
+export type WatchRequestInit = DeepPartial<WatchRequest>;
+export type WatchResponseInit = DeepPartial<WatchResponse>;
+export type LeaderRequestInit = DeepPartial<LeaderRequest>;
+export type LeaderInfoResponseInit = DeepPartial<LeaderInfoResponse>;
+export type ClusterStatsRequestInit = DeepPartial<ClusterStatsRequest>;
+export type ClusterStatsResponseInit = DeepPartial<ClusterStatsResponse>;
+export type JoinRequestInit = DeepPartial<JoinRequest>;
+export type JoinResponseInit = DeepPartial<JoinResponse>;
+export type RemoveMemberRequestInit = DeepPartial<RemoveMemberRequest>;
+export type RemoveMemberResponseInit = DeepPartial<RemoveMemberResponse>;
+export type RangeRequestInit = DeepPartial<RangeRequest>;
+export type RangeResponseInit = DeepPartial<RangeResponse>;
+export type TxnRequestInit = DeepPartial<TxnRequest>;
+export type TxnResponseInit = DeepPartial<TxnResponse>;
+export type CompactRequestInit = DeepPartial<CompactRequest>;
+export type CompactResponseInit = DeepPartial<CompactResponse>;
+export type OpenSessionRequestInit = DeepPartial<OpenSessionRequest>;
+export type OpenSessionResponseInit = DeepPartial<OpenSessionResponse>;
+export type CloseSessionRequestInit = DeepPartial<CloseSessionRequest>;
+export type CloseSessionResponseInit = DeepPartial<CloseSessionResponse>;
 
 /**
- * One method. The request type is the decoded (total) message the server sees; the response
- * type is the Init form a handler may return. The serializers accept the Init forms, so the
- * same definition serves both ends.
+ * One method: the generated definition's path and streaming flags with rbkv's serializers. The
+ * request type is the decoded (total) message the server sees; the serializers accept the
+ * Init (partial) forms, so the same definition serves both ends.
  */
-function method<Req, ReqInit, Res, ResInit>(
-  path: string,
+function method<Req, Res>(
+  generated: { readonly path: string; readonly responseStream: boolean },
   originalName: string,
-  responseStream: boolean,
-  encodeReq: (m: ReqInit) => Buffer,
-  decodeReq: (b: Uint8Array) => Req,
-  encodeRes: (m: ResInit) => Buffer,
-  decodeRes: (b: Uint8Array) => Res,
-): grpc.MethodDefinition<Req & ReqInit, Res & ResInit> {
+  req: MessageFns<Req>,
+  reqType: string,
+  res: MessageFns<Res>,
+  resType: string,
+): grpc.MethodDefinition<Req, Res> {
+  // The serializers take the Init forms. Every complete message is one too, but TypeScript
+  // cannot see that Req is assignable to DeepPartial<Req> for a type parameter: hence the casts.
+  const serializeReq = (m: DeepPartial<Req>): Buffer => encodePartial(req, reqType, m);
+  const serializeRes = (m: DeepPartial<Res>): Buffer => encodePartial(res, resType, m);
   return {
-    path,
+    path: generated.path,
     originalName,
     requestStream: false,
-    responseStream,
-    requestSerialize: encodeReq,
-    requestDeserialize: decodeReq as (b: Buffer) => Req & ReqInit,
-    responseSerialize: encodeRes,
-    responseDeserialize: decodeRes as (b: Buffer) => Res & ResInit,
+    responseStream: generated.responseStream,
+    requestSerialize: serializeReq as unknown as grpc.serialize<Req>,
+    requestDeserialize: (b: Buffer) => decodeMessage(req, reqType, b),
+    responseSerialize: serializeRes as unknown as grpc.serialize<Res>,
+    responseDeserialize: (b: Buffer) => decodeMessage(res, resType, b),
   };
 }
 
@@ -110,29 +113,33 @@ function method<Req, ReqInit, Res, ResInit>(
  * etc. are found too.
  */
 export const RbdkvService = {
-  execute: method(RbdkvPaths.execute, "Execute", false, encodeCommand, decodeCommand, encodeCommandResponse, decodeCommandResponse),
-  watch: method(RbdkvPaths.watch, "Watch", true, encodeWatchRequest, decodeWatchRequest, encodeWatchResponse, decodeWatchResponse),
-  leaderInfo: method(RbdkvPaths.leaderInfo, "LeaderInfo", false, encodeLeaderRequest, decodeLeaderRequest, encodeLeaderInfoResponse, decodeLeaderInfoResponse),
-  clusterStats: method(
-    RbdkvPaths.clusterStats,
-    "ClusterStats",
-    false,
-    encodeClusterStatsRequest,
-    decodeClusterStatsRequest,
-    encodeClusterStatsResponse,
-    decodeClusterStatsResponse,
-  ),
-  join: method(RbdkvPaths.join, "Join", false, encodeJoinRequest, decodeJoinRequest, encodeJoinResponse, decodeJoinResponse),
-  removeMember: method(
-    RbdkvPaths.removeMember,
-    "RemoveMember",
-    false,
-    encodeRemoveMemberRequest,
-    decodeRemoveMemberRequest,
-    encodeRemoveMemberResponse,
-    decodeRemoveMemberResponse,
-  ),
+  execute: method(GeneratedService.execute, "Execute", Command, "rbdkv.Command", CommandResponse, "rbdkv.CommandResponse"),
+  watch: method(GeneratedService.watch, "Watch", WatchRequest, "rbdkv.WatchRequest", WatchResponse, "rbdkv.WatchResponse"),
+  leaderInfo: method(GeneratedService.leaderInfo, "LeaderInfo", LeaderRequest, "rbdkv.LeaderRequest", LeaderInfoResponse, "rbdkv.LeaderInfoResponse"),
+  clusterStats: method(GeneratedService.clusterStats, "ClusterStats", ClusterStatsRequest, "rbdkv.ClusterStatsRequest", ClusterStatsResponse, "rbdkv.ClusterStatsResponse"),
+  join: method(GeneratedService.join, "Join", JoinRequest, "rbdkv.JoinRequest", JoinResponse, "rbdkv.JoinResponse"),
+  removeMember: method(GeneratedService.removeMember, "RemoveMember", RemoveMemberRequest, "rbdkv.RemoveMemberRequest", RemoveMemberResponse, "rbdkv.RemoveMemberResponse"),
+  range: method(GeneratedService.range, "Range", RangeRequest, "rbdkv.RangeRequest", RangeResponse, "rbdkv.RangeResponse"),
+  txn: method(GeneratedService.txn, "Txn", TxnRequest, "rbdkv.TxnRequest", TxnResponse, "rbdkv.TxnResponse"),
+  compact: method(GeneratedService.compact, "Compact", CompactRequest, "rbdkv.CompactRequest", CompactResponse, "rbdkv.CompactResponse"),
+  openSession: method(GeneratedService.openSession, "OpenSession", OpenSessionRequest, "rbdkv.OpenSessionRequest", OpenSessionResponse, "rbdkv.OpenSessionResponse"),
+  closeSession: method(GeneratedService.closeSession, "CloseSession", CloseSessionRequest, "rbdkv.CloseSessionRequest", CloseSessionResponse, "rbdkv.CloseSessionResponse"),
 } as const satisfies grpc.ServiceDefinition;
+
+/** HTTP/2 paths of the seed's five RPCs and rbkv's extensions. */
+export const RbdkvPaths = {
+  execute: GeneratedService.execute.path,
+  watch: GeneratedService.watch.path,
+  leaderInfo: GeneratedService.leaderInfo.path,
+  clusterStats: GeneratedService.clusterStats.path,
+  join: GeneratedService.join.path,
+  removeMember: GeneratedService.removeMember.path,
+  range: GeneratedService.range.path,
+  txn: GeneratedService.txn.path,
+  compact: GeneratedService.compact.path,
+  openSession: GeneratedService.openSession.path,
+  closeSession: GeneratedService.closeSession.path,
+} as const;
 
 /** What a server implements: `server.addService(RbdkvService, handlers)`. */
 export interface RbdkvHandlers extends grpc.UntypedServiceImplementation {
@@ -142,6 +149,11 @@ export interface RbdkvHandlers extends grpc.UntypedServiceImplementation {
   clusterStats: grpc.handleUnaryCall<ClusterStatsRequest, ClusterStatsResponseInit>;
   join: grpc.handleUnaryCall<JoinRequest, JoinResponseInit>;
   removeMember: grpc.handleUnaryCall<RemoveMemberRequest, RemoveMemberResponseInit>;
+  range: grpc.handleUnaryCall<RangeRequest, RangeResponseInit>;
+  txn: grpc.handleUnaryCall<TxnRequest, TxnResponseInit>;
+  compact: grpc.handleUnaryCall<CompactRequest, CompactResponseInit>;
+  openSession: grpc.handleUnaryCall<OpenSessionRequest, OpenSessionResponseInit>;
+  closeSession: grpc.handleUnaryCall<CloseSessionRequest, CloseSessionResponseInit>;
 }
 
 /** A unary method of the client, with grpc-js's usual optional metadata and options. */
@@ -166,6 +178,11 @@ export interface RbdkvClient extends grpc.Client {
   clusterStats: UnaryMethod<ClusterStatsRequestInit, ClusterStatsResponse>;
   join: UnaryMethod<JoinRequestInit, JoinResponse>;
   removeMember: UnaryMethod<RemoveMemberRequestInit, RemoveMemberResponse>;
+  range: UnaryMethod<RangeRequestInit, RangeResponse>;
+  txn: UnaryMethod<TxnRequestInit, TxnResponse>;
+  compact: UnaryMethod<CompactRequestInit, CompactResponse>;
+  openSession: UnaryMethod<OpenSessionRequestInit, OpenSessionResponse>;
+  closeSession: UnaryMethod<CloseSessionRequestInit, CloseSessionResponse>;
 
   /** Promise forms of the unary methods; they reject with the grpc.ServiceError. */
   executeAsync(request: CommandInit, options?: RbdkvCallOptions): Promise<CommandResponse>;
@@ -173,6 +190,11 @@ export interface RbdkvClient extends grpc.Client {
   clusterStatsAsync(request: ClusterStatsRequestInit, options?: RbdkvCallOptions): Promise<ClusterStatsResponse>;
   joinAsync(request: JoinRequestInit, options?: RbdkvCallOptions): Promise<JoinResponse>;
   removeMemberAsync(request: RemoveMemberRequestInit, options?: RbdkvCallOptions): Promise<RemoveMemberResponse>;
+  rangeAsync(request: RangeRequestInit, options?: RbdkvCallOptions): Promise<RangeResponse>;
+  txnAsync(request: TxnRequestInit, options?: RbdkvCallOptions): Promise<TxnResponse>;
+  compactAsync(request: CompactRequestInit, options?: RbdkvCallOptions): Promise<CompactResponse>;
+  openSessionAsync(request?: OpenSessionRequestInit, options?: RbdkvCallOptions): Promise<OpenSessionResponse>;
+  closeSessionAsync(request: CloseSessionRequestInit, options?: RbdkvCallOptions): Promise<CloseSessionResponse>;
 }
 
 export interface RbdkvClientOptions {
@@ -189,7 +211,7 @@ type CallbackUnary = (
   callback: grpc.requestCallback<unknown>,
 ) => grpc.ClientUnaryCall;
 
-const UNARY_METHODS = ["execute", "leaderInfo", "clusterStats", "join", "removeMember"] as const;
+const UNARY_METHODS = ["execute", "leaderInfo", "clusterStats", "join", "removeMember", "range", "txn", "compact", "openSession", "closeSession"] as const;
 
 function promiseForm(name: (typeof UNARY_METHODS)[number]) {
   return function (this: Record<string, CallbackUnary>, request: unknown = {}, options: RbdkvCallOptions = {}): Promise<unknown> {

@@ -11,15 +11,17 @@ import { CommandKind, encodeCommand } from "../storage/command.ts";
 import { KvCorruptionError, type KvEvent } from "../storage/fsm.ts";
 import { type RbdkvClient, RbdkvService, createRbdkvClient } from "./grpc-service.ts";
 import { type ServerOptions } from "./options.ts";
+import { durationToMs } from "./duration.ts";
+import { Status } from "./gen/google/rpc/status.ts";
 import {
   type ClusterStatsRequest,
   type ClusterStatsResponse,
   type Command,
   type CommandResponse,
-  EventType,
+  Event_EventType,
   type JoinRequest,
   type JoinResponse,
-  type LeaderInfoResponse,
+  LeaderInfoResponse,
   type LeaderRequest,
   OpType,
   type Peer,
@@ -28,8 +30,7 @@ import {
   type RemoveMemberResponse,
   type WatchRequest,
   type WatchResponse,
-  durationToMs,
-} from "./pb.ts";
+} from "./gen/rbkv.ts";
 import { type WatchMessage, WatcherExistsError, type WatchHub } from "./watch-hub.ts";
 
 /** Set on a request a follower forwards, so the leader never forwards it again. */
@@ -42,6 +43,10 @@ export const PEERS_METADATA = "rbkv-peers";
 const LEADER_ADDR_METADATA = "rbkv-leader-addr";
 const LEADER_ID_METADATA = "rbkv-leader-id";
 const LEADER_TERM_METADATA = "rbkv-leader-term";
+/** Trailing metadata of gRPC's rich error model: a serialized google.rpc.Status. */
+const STATUS_DETAILS_METADATA = "grpc-status-details-bin";
+/** The type URL of the seed's LeaderInfoResponse in a google.protobuf.Any (as Go's anypb). */
+export const LEADER_INFO_TYPE_URL = "type.googleapis.com/rbdkv.LeaderInfoResponse";
 
 const EMPTY = new Uint8Array(0);
 const DEFAULT_WATCH_CAPACITY = 1024;
@@ -58,15 +63,30 @@ export class RequestError extends Error {
   }
 }
 
+/**
+ * A "not leader" status. The rbkv-leader-* metadata say where the leader is; a
+ * FAILED_PRECONDITION also carries the seed's LeaderInfoResponse in the standard error details
+ * (grpc-status-details-bin = google.rpc.Status { code, message, details: [Any] }), as the
+ * seed's Go server does with status.WithDetails, so a seed client finds the leader there.
+ */
+function notLeaderStatus(code: grpc.status, message: string, info: LeaderInfoResponse): Partial<grpc.ServiceError> {
+  const md = new grpc.Metadata();
+  md.set(LEADER_ADDR_METADATA, info.leaderAddr);
+  md.set(LEADER_ID_METADATA, info.leaderId);
+  md.set(LEADER_TERM_METADATA, String(info.term));
+  if (code === grpc.status.FAILED_PRECONDITION) {
+    const details = [{ typeUrl: LEADER_INFO_TYPE_URL, value: LeaderInfoResponse.encode(info).finish() }];
+    md.set(STATUS_DETAILS_METADATA, Buffer.from(Status.encode({ code, message, details }).finish()));
+  }
+  return { code, details: message, metadata: md };
+}
+
 function toServiceError(err: unknown): Partial<grpc.ServiceError> {
   if (err instanceof RequestError) return { code: err.code, details: err.message, metadata: err.metadata };
   if (err instanceof NotLeaderError) {
-    const md = new grpc.Metadata();
-    md.set(LEADER_ADDR_METADATA, err.leaderGrpcAddr);
-    md.set(LEADER_ID_METADATA, err.leaderId);
-    md.set(LEADER_TERM_METADATA, String(err.term));
-    if (!err.leaderId) return { code: grpc.status.UNAVAILABLE, details: err.message, metadata: md };
-    return { code: grpc.status.FAILED_PRECONDITION, details: err.message, metadata: md };
+    // No leader known: UNAVAILABLE (retry later), not a redirect to nowhere.
+    const code = err.leaderId ? grpc.status.FAILED_PRECONDITION : grpc.status.UNAVAILABLE;
+    return notLeaderStatus(code, err.message, { leaderAddr: err.leaderGrpcAddr, leaderId: err.leaderId, term: err.term });
   }
   // ABORTED, unlike UNAVAILABLE, tells the client the write certainly did not happen.
   if (err instanceof ProposalLostError) return { code: grpc.status.ABORTED, details: err.message };
@@ -134,7 +154,11 @@ export class KvService {
       LeaderInfo: (_call: grpc.ServerUnaryCall<LeaderRequest, LeaderInfoResponse>, cb: grpc.sendUnaryData<LeaderInfoResponse>) => {
         try {
           this.assertStarted();
-          cb(null, this.leaderInfo());
+          const info = this.leaderInfo();
+          // SPEC §3 (the seed): LeaderInfo with no leader is a FAILED_PRECONDITION carrying
+          // the term and the empty leader in its details.
+          if (!info.leaderId) cb(notLeaderStatus(grpc.status.FAILED_PRECONDITION, `no leader is known (term ${info.term})`, info));
+          else cb(null, info);
         } catch (err) {
           cb(toServiceError(err));
         }
@@ -367,7 +391,7 @@ export class KvService {
       if (this.node.core.status().commit < confIndex) throw new UnavailableError(`the addition of ${req.id} is not committed yet; retry`);
       return { leaderInfo: this.leaderInfo(), joinedAt: confIndex };
     }
-    const grpcAddr = (req as JoinRequest & { grpcAddr?: string }).grpcAddr || req.id;
+    const grpcAddr = req.grpcAddr || req.id;
     const added = await this.node.proposeConfChange({
       type: ConfChangeType.AddLearner,
       nodeId: req.id,
@@ -422,7 +446,7 @@ export class KvService {
 
 function toPbEvent(ev: KvEvent, watcherId: string): WatchResponse["event"] {
   return {
-    type: ev.type === "put" ? EventType.Put : EventType.Delete,
+    type: ev.type === "put" ? Event_EventType.Put : Event_EventType.Delete,
     key: ev.key,
     value: ev.value,
     meta: ev.meta,
@@ -434,5 +458,5 @@ function toPbEvent(ev: KvEvent, watcherId: string): WatchResponse["event"] {
 
 /** A Progress event: every matching event up to `version` has been sent. */
 function progressEvent(version: number, watcherId: string): WatchResponse["event"] {
-  return { type: 3, key: EMPTY, value: EMPTY, meta: 0, version, expireAt: 0, watcherId };
+  return { type: Event_EventType.Progress, key: EMPTY, value: EMPTY, meta: 0, version, expireAt: 0, watcherId };
 }

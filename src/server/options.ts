@@ -30,6 +30,13 @@ export interface ServerOptions {
   maxKeyBytes: number;
   maxValueBytes: number;
   logLevel: LogLevel;
+  /**
+   * The seed's --backup-go-num / --restore-go-num (goroutines for snapshot streaming and
+   * restore). Accepted for seed compatibility; rbkv streams a snapshot sequentially, so they
+   * have no effect.
+   */
+  backupGoNum: number;
+  restoreGoNum: number;
 }
 
 /** One row per flag: the CLI help and the parser both come from here. */
@@ -52,6 +59,8 @@ export const SERVER_FLAGS = [
   { flag: "--max-value-size <bytes>", help: "largest value accepted", default: 1 << 20 },
   { flag: "--log-level <level>", help: "debug, info, warn or error", default: "info" },
   { flag: "--unsafe-no-fsync", help: "UNSAFE: do not fsync the Raft log; a machine crash can lose acknowledged writes" },
+  { flag: "--backup-go-num <n>", help: "accepted for seed compatibility; snapshot streaming is sequential, so it has no effect", default: 4 },
+  { flag: "--restore-go-num <n>", help: "accepted for seed compatibility; snapshot restore is sequential, so it has no effect", default: 4 },
 ] as const;
 
 type Raw = Record<string, unknown>;
@@ -139,5 +148,7 @@ export function parseServerOptions(raw: Raw): ServerOptions {
     maxKeyBytes: int(raw, "maxKeySize", "max-key-size", 4096, 1, 1 << 20),
     maxValueBytes: int(raw, "maxValueSize", "max-value-size", 1 << 20, 1, 64 << 20),
     logLevel,
+    backupGoNum: int(raw, "backupGoNum", "backup-go-num", 4, 1, 1024),
+    restoreGoNum: int(raw, "restoreGoNum", "restore-go-num", 4, 1, 1024),
   };
 }

@@ -4,7 +4,8 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import { EventType, type WatchResponse } from "../../src/server/pb.ts";
+import { Status } from "../../src/server/gen/google/rpc/status.ts";
+import { Event_EventType as EventType, LeaderInfoResponse, type OpType, type WatchResponse } from "../../src/server/gen/rbkv.ts";
 import { Kv, TestCluster, dec, enc, eventually, sleep } from "./harness.ts";
 
 describe("a three-node cluster formed the seed's way", () => {
@@ -66,7 +67,7 @@ describe("a three-node cluster formed the seed's way", () => {
     await expect(kv.put("", "x")).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
     await expect(kv.put("k".repeat(4097), "x")).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
     await expect(kv.put("big", "v".repeat((1 << 20) + 1))).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
-    await expect(kv.client.executeAsync({ op: 7, kv: { key: enc("x") } })).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    await expect(kv.client.executeAsync({ op: 7 as OpType, kv: { key: enc("x") } })).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
     // The server is still fine.
     await kv.put("after-bad-input", "fine");
     expect(await kv.value("after-bad-input")).toBe("fine");
@@ -107,6 +108,24 @@ describe("a three-node cluster formed the seed's way", () => {
     });
     expect(err.code).toBe(grpc.status.ALREADY_EXISTS);
     a.cancel();
+  });
+
+  test("Watch with leader_required on a follower: FAILED_PRECONDITION with the seed's LeaderInfoResponse in the error details", async () => {
+    const leader = await c.leader();
+    const follower = (leader + 1) % 3;
+    const err = await new Promise<grpc.ServiceError>((resolve) => {
+      const w = c.kv(follower).client.watch({ watcherId: "leader-only", leaderRequired: true });
+      w.on("data", () => {});
+      w.on("error", resolve);
+    });
+    expect(err.code).toBe(grpc.status.FAILED_PRECONDITION);
+    // As a seed (Go) client reads it: status.FromError(err).Details()[0] is a LeaderInfoResponse.
+    const status = Status.decode(err.metadata.get("grpc-status-details-bin")[0] as Buffer);
+    expect(status.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(status.details.map((d) => d.typeUrl)).toEqual(["type.googleapis.com/rbdkv.LeaderInfoResponse"]);
+    const info = LeaderInfoResponse.decode(status.details[0]!.value);
+    expect(info.leaderAddr).toBe(c.nodes[leader]!.spec.grpcAddr);
+    expect(info.term).toBeGreaterThan(0);
   });
 
   test("a TTL expires the key on every node, and watchers see the delete", async () => {

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, requireBinary, runBinary } from "./harness.ts";
+import { TestCluster, freePort, requireBinary, runBinary } from "./harness.ts";
 
 let dir: string;
 beforeAll(() => {
@@ -22,7 +22,19 @@ describe("./rbkv flags", () => {
       expect(r.stdout).toContain(f);
     }
     expect(r.stdout).toMatch(/unsafe-no-fsync.*UNSAFE/);
+    expect(r.stdout).toMatch(/--backup-go-num <n>.*seed compatibility.*no effect.*\(default: 4\)/);
+    expect(r.stdout).toMatch(/--restore-go-num <n>.*seed compatibility.*no effect.*\(default: 4\)/);
   });
+
+  test("the seed's --backup-go-num and --restore-go-num are accepted: the node starts and serves", async () => {
+    const c = await TestCluster.create(1, ["--backup-go-num=8", "--restore-go-num", "2"]);
+    try {
+      await c.startSeedStyle();
+      expect((await c.kv(0).put("seed-flags", "ok")).version).toBeGreaterThan(0);
+    } finally {
+      await c.destroy();
+    }
+  }, 30_000);
 
   async function badFlag(args: string[], message: RegExp): Promise<void> {
     const r = await runBinary([`--log-dir=${dir}/d`, `--kv-dir=${dir}/d`, `--grpc-addr=127.0.0.1:${await freePort()}`, `--raft-addr=127.0.0.1:${await freePort()}`, ...args]);
@@ -33,6 +45,11 @@ describe("./rbkv flags", () => {
   }
 
   test("an unknown flag", () => badFlag(["--bogus=1"], /^rbkv: .*unknown option.*--bogus/i));
+  // cac reports the camelCased key (--backupGoNums); the message names the flag as typed.
+  test("an unknown kebab-case flag is named as typed", () => badFlag(["--backup-go-nums=2"], /^rbkv: unknown option --backup-go-nums$/));
+  test("an unknown flag given without a value is named as typed", () => badFlag(["--no-such-flag"], /^rbkv: unknown option --no-such-flag$/));
+  test("--backup-go-num must be a positive integer", () => badFlag(["--backup-go-num=0"], /^rbkv: --backup-go-num must be between 1 and 1024, got 0$/));
+  test("--restore-go-num must be an integer", () => badFlag(["--restore-go-num=many"], /^rbkv: --restore-go-num must be an integer/));
   test("--batch-size out of range", () => badFlag(["--batch-size=5"], /^rbkv: --batch-size must be 0 \(off\) or between 10 and 500/));
   test("--batch-size not a number", () => badFlag(["--batch-size=lots"], /^rbkv: --batch-size must be an integer/));
   test("a flag without its value", () => badFlag(["--batch-size"], /^rbkv: .*batch-size.*value is missing/i));

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { type RbdkvClient, createRbdkvClient } from "../../src/server/grpc-service.ts";
-import { type CommandResponse, OpType, ReadConsistency } from "../../src/server/pb.ts";
+import { type CommandResponse, OpType, ReadConsistency } from "../../src/server/gen/rbkv.ts";
 
 export const BINARY = resolve(import.meta.dir, "../../rbkv");
 

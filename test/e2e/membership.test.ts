@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import type { RemoveMemberResponse } from "../../src/server/pb.ts";
+import type { RemoveMemberResponse } from "../../src/server/gen/rbkv.ts";
 import { TestCluster, eventually, grpcCode } from "./harness.ts";
 
 /** Empties a node's data directory but keeps its process log (the harness writes it there). */

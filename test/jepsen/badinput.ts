@@ -6,7 +6,7 @@
 import { type Socket, createConnection } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { RbdkvPaths } from "../../src/server/grpc-service.ts";
-import { OpType } from "../../src/server/pb.ts";
+import { OpType } from "../../src/server/gen/rbkv.ts";
 import { Reader, Writer } from "../../src/transport/codec.ts";
 import { PROTOCOL_VERSION, encodeHello } from "../../src/transport/transport.ts";
 import { enc, sleep } from "../e2e/harness.ts";

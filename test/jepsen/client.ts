@@ -4,7 +4,7 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { type RbdkvClient, createRbdkvClient } from "../../src/server/grpc-service.ts";
-import { type ClusterStatsResponse, type CommandResponse, OpType, ReadConsistency, type WatchResponse } from "../../src/server/pb.ts";
+import { type ClusterStatsResponse, type CommandResponse, OpType, ReadConsistency, type WatchResponse } from "../../src/server/gen/rbkv.ts";
 import { dec, enc } from "../e2e/harness.ts";
 
 export const CHANNEL_OPTIONS: Partial<grpc.ChannelOptions> = {

@@ -10,7 +10,7 @@
 //             the prefix; every stream is recorded as segments (one per unbroken stream)
 
 import type * as grpc from "@grpc/grpc-js";
-import { EventType, type WatchResponse } from "../../src/server/pb.ts";
+import { Event_EventType as EventType, type WatchResponse } from "../../src/server/gen/rbkv.ts";
 import type { HistoryOp } from "../sim/linearizability.ts";
 import type { Prng } from "../sim/prng.ts";
 import { dec, sleep } from "../e2e/harness.ts";

@@ -5,25 +5,19 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import { type RbdkvClient, type RbdkvHandlers, RbdkvPaths, RbdkvService, createRbdkvClient } from "../../src/server/grpc-service.ts";
-import {
-  type ClusterStatsResponseInit,
-  type CommandResponse,
-  type WatchResponse,
-  EventType,
-  OpType,
-  ReadConsistency,
-  decodeCommandResponse,
-  decodeWatchResponse,
-  encodeCommand,
-} from "../../src/server/pb.ts";
+import { type ClusterStatsResponseInit, type RbdkvClient, type RbdkvHandlers, RbdkvPaths, RbdkvService, createRbdkvClient } from "../../src/server/grpc-service.ts";
+import { Command, type CommandResponse, Event_EventType as EventType, OpType, ReadConsistency, type WatchResponse } from "../../src/server/gen/rbkv.ts";
+
+const decodeCommandResponse = RbdkvService.execute.responseDeserialize;
+const decodeWatchResponse = RbdkvService.watch.responseDeserialize;
+const encodeCommand = RbdkvService.execute.requestSerialize;
 
 const te = new TextEncoder();
 const td = new TextDecoder();
 const s = (text: string): Uint8Array => te.encode(text);
 
 /** Calls that reached a handler, by method. */
-const reached = { execute: 0, watch: 0, leaderInfo: 0, clusterStats: 0, join: 0, removeMember: 0 };
+const reached = { execute: 0, watch: 0, leaderInfo: 0, clusterStats: 0, join: 0, removeMember: 0, range: 0, txn: 0, compact: 0, openSession: 0, closeSession: 0 };
 
 const handlers: RbdkvHandlers = {
   execute(call, callback) {
@@ -85,7 +79,7 @@ const handlers: RbdkvHandlers = {
           id: "n1",
           isLeader: true,
           isLocal: true,
-          raft: withRaft ? { meta: { state: "Leader", term: "3", "ключ": "значение" } } : undefined,
+          raft: withRaft ? { meta: new Map([["state", "Leader"], ["term", "3"], ["ключ", "значение"]]) } : undefined,
           fsm: withFsm ? { lsmSize: 1 << 20, keysCount: withFsm.withKeyCount ? 1000 : 0 } : undefined,
         },
         { id: "n2" },
@@ -108,6 +102,47 @@ const handlers: RbdkvHandlers = {
     if (id === "") return callback({ code: grpc.status.INVALID_ARGUMENT, details: "empty id" });
     if (id === "stranger") return callback({ code: grpc.status.NOT_FOUND, details: `${id} is not a member` });
     callback(null, { leaderInfo: { leaderAddr: "127.0.0.1:9501", leaderId: `not ${id}`, term: 4 } });
+  },
+
+  // The rbkv extensions: fakes that echo their requests, to check the wiring of each method.
+  range(call, callback) {
+    reached.range++;
+    const { key, limit, reverse, version } = call.request;
+    callback(null, { kvs: [{ key, value: s(`reverse=${reverse}`), version: 3, createVersion: 2 }], more: limit === 1, count: 7, version: version || 99 });
+  },
+
+  txn(call, callback) {
+    reached.txn++;
+    const { compare, success, failure, sessionId, seq } = call.request;
+    const ops = compare.length === 0 ? success : failure;
+    callback(null, {
+      succeeded: compare.length === 0,
+      responses: ops.map((op) =>
+        op.op?.$case === "put"
+          ? { result: { $case: "put", value: { version: 10 + seq } } }
+          : op.op?.$case === "delete"
+            ? { result: { $case: "delete", value: { deleted: sessionId } } }
+            : { result: { $case: "range", value: { count: 1, kvs: [{ key: op.op?.value.key }] } } },
+      ),
+      version: 10 + seq,
+    });
+  },
+
+  compact(call, callback) {
+    reached.compact++;
+    if (call.request.version === 0) return callback({ code: grpc.status.OUT_OF_RANGE, details: "compact to version 0" });
+    callback(null, { compacted: call.request.version });
+  },
+
+  openSession(call, callback) {
+    reached.openSession++;
+    callback(null, { sessionId: 41, ttl: call.request.ttl ?? { seconds: 300 } });
+  },
+
+  closeSession(call, callback) {
+    reached.closeSession++;
+    if (call.request.sessionId !== 41) return callback({ code: grpc.status.FAILED_PRECONDITION, details: `session ${call.request.sessionId} is unknown` });
+    callback(null, {});
   },
 };
 
@@ -188,7 +223,7 @@ describe("Execute", () => {
     const e = expectStatus(await rejection(client.executeAsync({ op: OpType.Get, kv: { key: s("missing") } })), grpc.status.NOT_FOUND);
     expect(e.details).toBe("key missing not found");
     expectStatus(await rejection(client.executeAsync({ op: OpType.Get })), grpc.status.INVALID_ARGUMENT);
-    expectStatus(await rejection(client.executeAsync({ op: 9, kv: { key: s("k") } })), grpc.status.INVALID_ARGUMENT);
+    expectStatus(await rejection(client.executeAsync({ op: 9 as OpType, kv: { key: s("k") } })), grpc.status.INVALID_ARGUMENT);
   });
 
   test("a deadline expires as DEADLINE_EXCEEDED", async () => {
@@ -205,8 +240,15 @@ describe("Execute", () => {
 
   test("a request the client cannot encode fails locally, nothing is sent", async () => {
     const before = reached.execute;
-    const e = expectStatus(await rejection(client.executeAsync({ op: OpType.Put, kv: { key: s("k"), version: 2 ** 53 } })), grpc.status.INTERNAL);
+    const e = expectStatus(await rejection(client.executeAsync({ op: OpType.Put, kv: { key: s("k"), version: -1 } })), grpc.status.INTERNAL);
     expect(e.details).toMatch(/uint64/);
+    expect(reached.execute).toBe(before);
+  });
+
+  test("a uint64 above 2^53-1 is sent (it is a valid uint64) but the server refuses to decode it", async () => {
+    const before = reached.execute;
+    const e = expectStatus(await rejection(client.executeAsync({ op: OpType.Put, kv: { key: s("k"), version: 2 ** 53 } })), grpc.status.INTERNAL);
+    expect(e.details).toMatch(/deseriali/i);
     expect(reached.execute).toBe(before);
   });
 });
@@ -306,6 +348,41 @@ describe("LeaderInfo, ClusterStats, Join", () => {
   });
 });
 
+describe("Range, Txn, Compact, OpenSession, CloseSession (rbkv extensions)", () => {
+  test("Range: the request's fields reach the handler, the response's come back", async () => {
+    const r = await client.rangeAsync({ key: s("a/"), prefix: true, limit: 1, reverse: true, version: 5 }, { deadline: Date.now() + 5000 });
+    expect(r).toEqual({ kvs: [{ key: s("a/"), value: s("reverse=true"), meta: 0, version: 3, createVersion: 2, expireAt: 0 }], more: true, count: 7, version: 5 });
+    const viaCallback = await new Promise<unknown>((resolve, reject) => client.range({ key: s("b") }, (err, res) => (err ? reject(err) : resolve(res))));
+    expect(viaCallback).toMatchObject({ more: false, version: 99 });
+  });
+
+  test("Txn: compares and the oneof ops round trip, one result per op", async () => {
+    const put = { op: { $case: "put" as const, value: { key: s("k"), value: s("v"), ttl: { seconds: 1 } } } };
+    const del = { op: { $case: "delete" as const, value: { key: s("a"), rangeEnd: s("b") } } };
+    const get = { op: { $case: "range" as const, value: { key: s("g") } } };
+    const ok = await client.txnAsync({ success: [put, del, get], sessionId: 8, seq: 3 });
+    expect(ok.succeeded).toBe(true);
+    expect(ok.version).toBe(13);
+    expect(ok.responses.map((r) => r.result?.$case)).toEqual(["put", "delete", "range"]);
+    expect(ok.responses[0]!.result).toEqual({ $case: "put", value: { version: 13 } });
+    expect(ok.responses[1]!.result).toEqual({ $case: "delete", value: { deleted: 8 } });
+    expect(ok.responses[2]!.result).toMatchObject({ $case: "range", value: { count: 1, kvs: [{ key: s("g") }] } });
+    const failed = await client.txnAsync({ compare: [{ key: s("k"), target: 0, result: 1, version: 4 }], success: [put], failure: [get] });
+    expect(failed.succeeded).toBe(false);
+    expect(failed.responses.map((r) => r.result?.$case)).toEqual(["range"]);
+  });
+
+  test("Compact, OpenSession, CloseSession and their error statuses", async () => {
+    expect(await client.compactAsync({ version: 12 })).toEqual({ compacted: 12 });
+    expectStatus(await rejection(client.compactAsync({})), grpc.status.OUT_OF_RANGE);
+    expect(await client.openSessionAsync({ ttl: { seconds: 30 } })).toEqual({ sessionId: 41, ttl: { seconds: 30, nanos: 0 } });
+    expect(await client.openSessionAsync()).toEqual({ sessionId: 41, ttl: { seconds: 300, nanos: 0 } });
+    expect(await client.closeSessionAsync({ sessionId: 41 })).toEqual({});
+    const e = expectStatus(await rejection(client.closeSessionAsync({ sessionId: 5 })), grpc.status.FAILED_PRECONDITION);
+    expect(e.details).toBe("session 5 is unknown");
+  });
+});
+
 describe("garbage requests", () => {
   // A plain grpc-js client whose serializer sends the given bytes as they are.
   const raw = (): grpc.Client => new grpc.Client(address, grpc.credentials.createInsecure());
@@ -315,7 +392,8 @@ describe("garbage requests", () => {
     "0affffffff0f", // a length far beyond the message
     "08", // a truncated varint
     "0e", // wire type 6
-    "0c", // end group without start group
+    "0c08", // end group without start group
+    "0001", // field number 0
     "1a020a05616263", // kv's key overruns kv
     "08ffffffffffffffffffff01", // an 11-byte varint
     "0a03c328ff", // (for Watch: watcher_id is not UTF-8)
@@ -325,7 +403,7 @@ describe("garbage requests", () => {
     const c = raw();
     try {
       const before = reached.execute;
-      for (const h of garbage.slice(0, 6)) {
+      for (const h of garbage.slice(0, 7)) {
         const err = await new Promise<grpc.ServiceError | null>((resolve) => {
           c.makeUnaryRequest(RbdkvPaths.execute, passThrough, decodeCommandResponse, Buffer.from(h, "hex"), (e) => resolve(e));
         });
@@ -346,7 +424,7 @@ describe("garbage requests", () => {
 
       // A well-formed request through the same raw channel still works, and so does the typed client.
       const ok = await new Promise<CommandResponse>((resolve, reject) => {
-        c.makeUnaryRequest(RbdkvPaths.execute, passThrough, decodeCommandResponse, encodeCommand({ op: OpType.Put, kv: { key: s("z") } }), (e, r) => (e ? reject(e) : resolve(r!)));
+        c.makeUnaryRequest(RbdkvPaths.execute, passThrough, decodeCommandResponse, encodeCommand(Command.create({ op: OpType.Put, kv: { key: s("z") } })), (e, r) => (e ? reject(e) : resolve(r!)));
       });
       expect(ok.version).toBe(42);
       expect((await client.leaderInfoAsync()).term).toBe(3);
@@ -384,7 +462,7 @@ describe("garbage requests", () => {
     const c = createRbdkvClient(addr);
     try {
       const e = expectStatus(await rejection(c.executeAsync({ op: OpType.Get, kv: { key: s("k") } })), grpc.status.INTERNAL);
-      expect(e.details).toMatch(/PbDecodeError|protobuf decode/);
+      expect(e.details).toMatch(/protobuf decode rbdkv.CommandResponse: premature EOF/);
     } finally {
       c.close();
       bad.forceShutdown();
@@ -401,7 +479,13 @@ describe("service definition", () => {
       ["/rbdkv.Rbdkv/ClusterStats", "ClusterStats", false, false],
       ["/rbdkv.Rbdkv/Join", "Join", false, false],
       ["/rbdkv.Rbdkv/RemoveMember", "RemoveMember", false, false],
+      ["/rbdkv.Rbdkv/Range", "Range", false, false],
+      ["/rbdkv.Rbdkv/Txn", "Txn", false, false],
+      ["/rbdkv.Rbdkv/Compact", "Compact", false, false],
+      ["/rbdkv.Rbdkv/OpenSession", "OpenSession", false, false],
+      ["/rbdkv.Rbdkv/CloseSession", "CloseSession", false, false],
     ]);
+    expect(Object.values(RbdkvPaths) as string[]).toEqual(Object.values(RbdkvService).map((m) => m.path));
   });
 
   test("handlers may also be named after the proto methods (Execute, ...)", async () => {

@@ -1,12 +1,24 @@
-// The hand-written protobuf codec (src/server/pb.ts) against protoc's bytes (golden vectors in
-// test/fixtures/pb, made by generate.sh), plus round trips, unknown fields, range checks and
-// fuzzing: a decoder may only ever return a message or throw PbDecodeError.
+// The generated protobuf codec (src/server/gen, through codec.ts as gRPC uses it) against
+// protoc's bytes (golden vectors in test/fixtures/pb, made by generate.sh), plus round trips,
+// unknown fields, range checks and fuzzing: a decoder may only ever return a message or throw
+// PbDecodeError.
+//
+// Where ts-proto's decoder departs from protobuf's rules, the tests below pin what it does and
+// say so ("deviation"); none of these inputs is produced by a conforming encoder:
+// - a singular sub-message present twice on the wire: the last one wins (protobuf merges);
+// - an end-group tag as the last byte of a message, or of a group that is skipped, ends it
+//   without an error (an unmatched end group anywhere else is an error, see codec.ts).
 
 import { describe, expect, test } from "bun:test";
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import * as pb from "../../src/server/pb.ts";
-import { EventType, OpType, PbDecodeError, PbEncodeError, ReadConsistency } from "../../src/server/pb.ts";
+import { PbDecodeError, PbEncodeError, decodeMessage, encodePartial } from "../../src/server/codec.ts";
+import { durationFromMs, durationToMs } from "../../src/server/duration.ts";
+import { Any } from "../../src/server/gen/google/protobuf/any.ts";
+import { Duration } from "../../src/server/gen/google/protobuf/duration.ts";
+import { Status } from "../../src/server/gen/google/rpc/status.ts";
+import * as pb from "../../src/server/gen/rbkv.ts";
+import { Compare_Result, Compare_Target, Event_EventType as EventType, type MessageFns, OpType, ReadConsistency } from "../../src/server/gen/rbkv.ts";
 import { Prng } from "../sim/prng.ts";
 
 const FIXTURES = join(import.meta.dir, "../fixtures/pb/cases");
@@ -15,32 +27,61 @@ const FIXTURES = join(import.meta.dir, "../fixtures/pb/cases");
 // Helpers
 
 interface Codec {
-  enc: (m: any) => Uint8Array;
+  enc: (m: object) => Uint8Array;
   dec: (b: Uint8Array) => unknown;
 }
 
+function codec<T>(fns: MessageFns<T>, name: string): Codec {
+  return {
+    enc: (m) => encodePartial(fns, name, m as pb.DeepPartial<T>),
+    dec: (b) => decodeMessage(fns, name, b),
+  };
+}
+
+/** Every message type of proto/rbkv.proto (and google.rpc.Status), by its full name. */
 const codecs: Record<string, Codec> = {
-  "google.protobuf.Duration": { enc: pb.encodeDuration, dec: pb.decodeDuration },
-  "rbdkv.KV": { enc: pb.encodeKV, dec: pb.decodeKV },
-  "rbdkv.Command": { enc: pb.encodeCommand, dec: pb.decodeCommand },
-  "rbdkv.CommandResponse": { enc: pb.encodeCommandResponse, dec: pb.decodeCommandResponse },
-  "rbdkv.WatchRequest": { enc: pb.encodeWatchRequest, dec: pb.decodeWatchRequest },
-  "rbdkv.Event": { enc: pb.encodePbEvent, dec: pb.decodePbEvent },
-  "rbdkv.WatchResponse": { enc: pb.encodeWatchResponse, dec: pb.decodeWatchResponse },
-  "rbdkv.LeaderRequest": { enc: pb.encodeLeaderRequest, dec: pb.decodeLeaderRequest },
-  "rbdkv.LeaderInfoResponse": { enc: pb.encodeLeaderInfoResponse, dec: pb.decodeLeaderInfoResponse },
-  "rbdkv.WithSize": { enc: pb.encodeWithSize, dec: pb.decodeWithSize },
-  "rbdkv.ClusterStatsRequest": { enc: pb.encodeClusterStatsRequest, dec: pb.decodeClusterStatsRequest },
-  "rbdkv.RaftMeta": { enc: pb.encodeRaftMeta, dec: pb.decodeRaftMeta },
-  "rbdkv.StorageStats": { enc: pb.encodeStorageStats, dec: pb.decodeStorageStats },
-  "rbdkv.Peer": { enc: pb.encodePeer, dec: pb.decodePeer },
-  "rbdkv.ClusterStatsResponse": { enc: pb.encodeClusterStatsResponse, dec: pb.decodeClusterStatsResponse },
-  "rbdkv.JoinRequest": { enc: pb.encodeJoinRequest, dec: pb.decodeJoinRequest },
-  "rbdkv.JoinResponse": { enc: pb.encodeJoinResponse, dec: pb.decodeJoinResponse },
-  "rbdkv.RemoveMemberRequest": { enc: pb.encodeRemoveMemberRequest, dec: pb.decodeRemoveMemberRequest },
-  "rbdkv.RemoveMemberResponse": { enc: pb.encodeRemoveMemberResponse, dec: pb.decodeRemoveMemberResponse },
+  "google.protobuf.Duration": codec(Duration, "google.protobuf.Duration"),
+  "google.protobuf.Any": codec(Any, "google.protobuf.Any"),
+  "google.rpc.Status": codec(Status, "google.rpc.Status"),
+  "rbdkv.KV": codec(pb.KV, "rbdkv.KV"),
+  "rbdkv.Command": codec(pb.Command, "rbdkv.Command"),
+  "rbdkv.CommandResponse": codec(pb.CommandResponse, "rbdkv.CommandResponse"),
+  "rbdkv.WatchRequest": codec(pb.WatchRequest, "rbdkv.WatchRequest"),
+  "rbdkv.Event": codec(pb.Event, "rbdkv.Event"),
+  "rbdkv.WatchResponse": codec(pb.WatchResponse, "rbdkv.WatchResponse"),
+  "rbdkv.LeaderRequest": codec(pb.LeaderRequest, "rbdkv.LeaderRequest"),
+  "rbdkv.LeaderInfoResponse": codec(pb.LeaderInfoResponse, "rbdkv.LeaderInfoResponse"),
+  "rbdkv.WithSize": codec(pb.WithSize, "rbdkv.WithSize"),
+  "rbdkv.ClusterStatsRequest": codec(pb.ClusterStatsRequest, "rbdkv.ClusterStatsRequest"),
+  "rbdkv.RaftMeta": codec(pb.RaftMeta, "rbdkv.RaftMeta"),
+  "rbdkv.StorageStats": codec(pb.StorageStats, "rbdkv.StorageStats"),
+  "rbdkv.Peer": codec(pb.Peer, "rbdkv.Peer"),
+  "rbdkv.ClusterStatsResponse": codec(pb.ClusterStatsResponse, "rbdkv.ClusterStatsResponse"),
+  "rbdkv.JoinRequest": codec(pb.JoinRequest, "rbdkv.JoinRequest"),
+  "rbdkv.JoinResponse": codec(pb.JoinResponse, "rbdkv.JoinResponse"),
+  "rbdkv.RemoveMemberRequest": codec(pb.RemoveMemberRequest, "rbdkv.RemoveMemberRequest"),
+  "rbdkv.RemoveMemberResponse": codec(pb.RemoveMemberResponse, "rbdkv.RemoveMemberResponse"),
+  "rbdkv.KeyValue": codec(pb.KeyValue, "rbdkv.KeyValue"),
+  "rbdkv.RangeRequest": codec(pb.RangeRequest, "rbdkv.RangeRequest"),
+  "rbdkv.RangeResponse": codec(pb.RangeResponse, "rbdkv.RangeResponse"),
+  "rbdkv.Compare": codec(pb.Compare, "rbdkv.Compare"),
+  "rbdkv.PutOp": codec(pb.PutOp, "rbdkv.PutOp"),
+  "rbdkv.DeleteOp": codec(pb.DeleteOp, "rbdkv.DeleteOp"),
+  "rbdkv.RequestOp": codec(pb.RequestOp, "rbdkv.RequestOp"),
+  "rbdkv.PutResult": codec(pb.PutResult, "rbdkv.PutResult"),
+  "rbdkv.DeleteResult": codec(pb.DeleteResult, "rbdkv.DeleteResult"),
+  "rbdkv.ResponseOp": codec(pb.ResponseOp, "rbdkv.ResponseOp"),
+  "rbdkv.TxnRequest": codec(pb.TxnRequest, "rbdkv.TxnRequest"),
+  "rbdkv.TxnResponse": codec(pb.TxnResponse, "rbdkv.TxnResponse"),
+  "rbdkv.CompactRequest": codec(pb.CompactRequest, "rbdkv.CompactRequest"),
+  "rbdkv.CompactResponse": codec(pb.CompactResponse, "rbdkv.CompactResponse"),
+  "rbdkv.OpenSessionRequest": codec(pb.OpenSessionRequest, "rbdkv.OpenSessionRequest"),
+  "rbdkv.OpenSessionResponse": codec(pb.OpenSessionResponse, "rbdkv.OpenSessionResponse"),
+  "rbdkv.CloseSessionRequest": codec(pb.CloseSessionRequest, "rbdkv.CloseSessionRequest"),
+  "rbdkv.CloseSessionResponse": codec(pb.CloseSessionResponse, "rbdkv.CloseSessionResponse"),
 };
 const allDecoders = Object.entries(codecs).map(([name, c]) => [name, c.dec] as const);
+const C = (name: string): Codec => codecs[name]!;
 
 const te = new TextEncoder();
 const s = (text: string): Uint8Array => te.encode(text);
@@ -119,8 +160,6 @@ function decodeAllSafely(buf: Uint8Array): number {
       dec(buf);
     } catch (err) {
       if (!(err instanceof PbDecodeError)) throw new Error(`${name} threw ${String(err)} on ${hex(buf)}`);
-      // The decoders' catch-all turns internal bugs into PbDecodeError "unexpected ...": none may occur.
-      if (/unexpected/.test(err.message)) throw new Error(`${name}: internal error ${String(err.cause)} on ${hex(buf)}`);
       errors++;
     }
   }
@@ -145,9 +184,15 @@ function refVarint(v: bigint): string {
 // and which our decoder must read back from them. `as` + `expect`: decode only (the bytes come
 // from a richer schema in future.proto). `as` + `error`: decoding must fail.
 
-type GoldenCase = { init: unknown } | { as: string; expect: unknown } | { as: string; error: RegExp };
+type GoldenCase =
+  | { init: unknown }
+  | { init: unknown; ours: string; why: string }
+  | { as: string; expect: unknown }
+  | { as: string; error: RegExp };
 
 const bin = bytes(0x00, 0xff, 0x62, 0x69, 0x6e, 0x01); // "\000\377bin\x01"
+const LEADER_INFO_URL = "type.googleapis.com/rbdkv.LeaderInfoResponse";
+const leaderInfoBytes = (m: pb.DeepPartial<pb.LeaderInfoResponse>): Uint8Array => pb.LeaderInfoResponse.encode(pb.LeaderInfoResponse.fromPartial(m)).finish();
 
 const golden: Record<string, GoldenCase> = {
   "Command.empty": { init: {} },
@@ -164,7 +209,10 @@ const golden: Record<string, GoldenCase> = {
       kv: { key: s("big"), version: Number.MAX_SAFE_INTEGER, value: s("0123456789".repeat(30)), meta: 0xffffffff, ttl: { seconds: -5, nanos: -1 } },
     },
   },
+  // Open enums: values the schema does not name survive decoding and re-encoding.
   "Command.unknown_enums": { init: { op: 7, rc: -1 } },
+  "Command.session_put": { init: { op: OpType.Put, kv: { key: s("counter"), value: s("1") }, sessionId: 7, seq: 2 ** 40 } },
+  "Command.min_version_get": { init: { op: OpType.Get, rc: ReadConsistency.Serializable, kv: { key: s("k") }, minVersion: 99 } },
 
   "CommandResponse.empty": { init: {} },
   "CommandResponse.get": { init: { key: s("user/42"), value: s('{"name":"ann"}'), meta: 1, version: 42 } },
@@ -180,6 +228,9 @@ const golden: Record<string, GoldenCase> = {
     init: { watcherId: "w-1", prefixes: [s("users/"), new Uint8Array(0), bytes(0xff, 0x00)], eventCapacity: 1000, leaderRequired: true },
   },
   "WatchRequest.unicode_id": { init: { watcherId: "观察者-ü-😀", eventCapacity: 2 ** 31 } },
+  "WatchRequest.resume": {
+    init: { watcherId: "cache-1", prefixes: [s("users/")], eventCapacity: 4096, startVersion: 123_456_789, progressNotify: true, progressIntervalMs: 250 },
+  },
 
   "Event.empty": { init: {} },
   "Event.put": {
@@ -187,12 +238,14 @@ const golden: Record<string, GoldenCase> = {
   },
   "Event.delete": { init: { type: EventType.Delete, key: s("users/1"), version: 78, watcherId: "w-1" } },
   "Event.negative_expire": { init: { type: EventType.Put, expireAt: -1 } },
+  "Event.progress": { init: { type: EventType.Progress, version: 1234, watcherId: "cache-1" } },
 
   "WatchResponse.empty": { init: {} },
   "WatchResponse.event": {
     init: { watcherId: "w-1", event: { type: EventType.Put, key: s("a/b"), value: s("1"), version: 5, watcherId: "w-1" } },
   },
   "WatchResponse.empty_event": { init: { event: {} } },
+  "WatchResponse.progress": { init: { watcherId: "cache-1", event: { type: EventType.Progress, version: 1234, watcherId: "cache-1" } } },
 
   "LeaderRequest.empty": { init: {} },
   "LeaderInfoResponse.empty": { init: {} },
@@ -220,8 +273,14 @@ const golden: Record<string, GoldenCase> = {
       ],
     },
   },
-  // A plain object works as a map too (insertion order; "" and non-ASCII keys).
-  "RaftMeta.map": { init: { meta: { zeta: "1", alpha: "", "": "empty key", ключ: "значение" } } },
+  // Map entries in insertion order; "" and non-ASCII keys.
+  "RaftMeta.map": {
+    init: { meta: new Map([["zeta", "1"], ["alpha", ""], ["", "empty key"], ["ключ", "значение"]]) },
+    // Both are valid encodings of the same map: protoc writes an empty key or value inside a
+    // map entry, the generated encoder omits it (a proto3 default), as Go's and Java's do not.
+    ours: "2a090a047a6574611201312a070a05616c7068612a0b1209656d707479206b65792a1c0a08d0bad0bbd18ed1871210d0b7d0bdd0b0d187d0b5d0bdd0b8d0b5",
+    why: "map entries omit empty keys and values",
+  },
   "StorageStats.values": { init: { lsmSize: Number.MAX_SAFE_INTEGER, vlogSize: -1, keysCount: 127 } },
   "Peer.full": { init: { id: "n2", isLearner: true, isLeader: false, isLocal: true, raft: { meta: new Map([["k", "v"]]) }, fsm: { keysCount: 5 } } },
 
@@ -235,13 +294,101 @@ const golden: Record<string, GoldenCase> = {
   "RemoveMemberRequest.empty": { init: {} },
   "RemoveMemberResponse.leader": { init: { leaderInfo: { leaderAddr: "127.0.0.1:9501", leaderId: "127.0.0.1:9501", term: 7 } } },
 
+  // ---- the issue-8 extensions
+  "KeyValue.full": { init: { key: s("users/1"), value: s("ann"), meta: 2, version: 10, createVersion: 3, expireAt: 1735689600123 } },
+  "KeyValue.keys_only": { init: { key: bytes(0, 0xff, 0x6b), version: Number.MAX_SAFE_INTEGER, createVersion: 1 } },
+  "RangeRequest.prefix": {
+    init: { key: s("users/"), prefix: true, limit: 100, reverse: true, version: 42, keysOnly: true, rc: ReadConsistency.Serializable, minVersion: 41 },
+  },
+  "RangeRequest.from_key": { init: { key: s("a"), rangeEnd: bytes(0), countOnly: true, rc: ReadConsistency.Linearizable } },
+  "RangeResponse.page": {
+    init: {
+      kvs: [
+        { key: s("a"), value: s("1"), version: 5, createVersion: 5 },
+        { key: s("b"), meta: 1, version: 7, createVersion: 6, expireAt: 1735689600123 },
+      ],
+      more: true,
+      count: 1000,
+      version: 77,
+    },
+  },
+  "RangeResponse.count_only": { init: { count: 3, version: 12 } },
+  "Compare.value_not_equal": { init: { result: Compare_Result.NOT_EQUAL, target: Compare_Target.VALUE, key: s("k"), value: s("x") } },
+  "Compare.version_equal_zero": { init: { key: s("acct/1") } },
+  "Compare.exists": { init: { result: Compare_Result.EQUAL, target: Compare_Target.EXISTS, key: s("k"), exists: true } },
+  "PutOp.ttl": { init: { key: s("k"), value: s("v"), meta: 3, ttl: { seconds: 10, nanos: 5 } } },
+  "DeleteOp.prefix": { init: { key: s("tmp/"), prefix: true } },
+  "DeleteOp.range": { init: { key: s("a"), rangeEnd: s("b") } },
+  "RequestOp.put": { init: { op: { $case: "put", value: { key: s("k"), value: s("v") } } } },
+  // A oneof member set to an empty message is present (2 bytes), unlike an unset oneof.
+  "RequestOp.empty_range": { init: { op: { $case: "range", value: {} } } },
+  "RequestOp.none": { init: {} },
+  "PutResult.version": { init: { version: 2 ** 32 } },
+  "DeleteResult.deleted": { init: { deleted: 3 } },
+  "ResponseOp.range": {
+    init: { result: { $case: "range", value: { kvs: [{ key: s("g"), value: s("1"), version: 2, createVersion: 2 }], count: 1, version: 9 } } },
+  },
+  "ResponseOp.delete_zero": { init: { result: { $case: "delete", value: {} } } },
+  "TxnRequest.transfer": {
+    init: {
+      compare: [
+        { result: Compare_Result.EQUAL, target: Compare_Target.VERSION, key: s("acct/1"), version: 17 },
+        { result: Compare_Result.GREATER, target: Compare_Target.CREATE_VERSION, key: s("acct/2") },
+        { result: Compare_Result.EQUAL, target: Compare_Target.EXISTS, key: s("lock"), exists: false },
+      ],
+      success: [
+        { op: { $case: "put", value: { key: s("acct/1"), value: s("90") } } },
+        { op: { $case: "put", value: { key: s("acct/2"), value: s("110"), meta: 1 } } },
+        { op: { $case: "delete", value: { key: s("tmp/"), prefix: true } } },
+      ],
+      failure: [{ op: { $case: "range", value: { key: s("acct/"), prefix: true } } }],
+      sessionId: 12,
+      seq: 2 ** 40,
+    },
+  },
+  "TxnRequest.empty_op": { init: { success: [{}] } },
+  "TxnResponse.succeeded": {
+    init: {
+      succeeded: true,
+      responses: [
+        { result: { $case: "put", value: { version: 30 } } },
+        { result: { $case: "delete", value: { deleted: 2 } } },
+        { result: { $case: "range", value: { kvs: [{ key: s("acct/1"), value: s("90"), version: 30, createVersion: 4 }], count: 1, version: 30 } } },
+      ],
+      version: 30,
+    },
+  },
+  "TxnResponse.failed": { init: { responses: [{ result: { $case: "range", value: { version: 29 } } }], version: 29 } },
+  "CompactRequest.version": { init: { version: 1000 } },
+  "CompactResponse.compacted": { init: { compacted: 1000 } },
+  "OpenSessionRequest.ttl": { init: { ttl: { seconds: 300 } } },
+  "OpenSessionRequest.empty": { init: {} },
+  "OpenSessionResponse.full": { init: { sessionId: 4242, ttl: { seconds: 60, nanos: 250_000_000 } } },
+  "CloseSessionRequest.id": { init: { sessionId: 4242 } },
+  "CloseSessionResponse.empty": { init: {} },
+
+  // ---- the seed's "not leader" error details (grpc-status-details-bin): protoc encodes the
+  // LeaderInfoResponse inside the Any from its text form, so the value bytes are checked too.
+  "Status.not_leader": {
+    init: {
+      code: 9,
+      message: "not the leader; the leader is 127.0.0.1:9501 at 127.0.0.1:9501 (term 3)",
+      details: [{ typeUrl: LEADER_INFO_URL, value: leaderInfoBytes({ leaderAddr: "127.0.0.1:9501", leaderId: "127.0.0.1:9501", term: 3 }) }],
+    },
+  },
+  "Status.no_leader": { init: { code: 9, message: "no leader is known (term 5)", details: [{ typeUrl: LEADER_INFO_URL, value: leaderInfoBytes({ term: 5 }) }] } },
+  "Any.leader_info": { init: { typeUrl: LEADER_INFO_URL, value: leaderInfoBytes({ leaderAddr: "127.0.0.1:9501", term: 3 }) } },
+
+  // ---- bytes from richer schemas (future.proto)
   "future.Command.unknown_fields": {
     as: "rbdkv.Command",
     expect: { op: OpType.Put, rc: ReadConsistency.Serializable, kv: { key: s("k"), version: 9, value: s("v"), meta: 1, ttl: { seconds: 60 } } },
   },
+  // Last scalar wins, as protobuf. Deviation: the second kv replaces the first (protobuf would
+  // merge them into { key: "first", version: 5, value: "second", ttl { 10 s, 7 ns } }).
   "future.CommandRepeated.merge": {
     as: "rbdkv.Command",
-    expect: { op: 2, rc: 1, kv: { key: s("first"), version: 5, value: s("second"), ttl: { seconds: 10, nanos: 7 } } },
+    expect: { op: 2, rc: 1, kv: { value: s("second"), ttl: { nanos: 7 } } },
   },
   "future.CommandWrongTypes.skipped": { as: "rbdkv.Command", expect: {} },
   "future.ClusterStatsResponse.unknown_fields": {
@@ -252,10 +399,16 @@ const golden: Record<string, GoldenCase> = {
     as: "rbdkv.WatchResponse",
     expect: { watcherId: "w", event: { type: EventType.Delete, key: s("k"), version: 3 } },
   },
-  "future.Overflow.uint64_max": { as: "rbdkv.KV", error: /uint64 value exceeds 2\^53-1/ },
-  "future.Overflow.uint64_2p53": { as: "rbdkv.KV", error: /uint64 value exceeds 2\^53-1/ },
-  "future.Overflow.int64_min": { as: "rbdkv.StorageStats", error: /int64 value below/ },
-  "future.Overflow.int64_neg_2p53": { as: "rbdkv.StorageStats", error: /int64 value below/ },
+  // Two members of a oneof on the wire: the last one is the value.
+  "future.RequestOpBoth.last_wins": { as: "rbdkv.RequestOp", expect: { op: { $case: "delete", value: { key: s("d") } } } },
+  "future.TxnRequest.unknown_fields": {
+    as: "rbdkv.TxnRequest",
+    expect: { compare: [{ key: s("c"), version: 2 }], success: [{ op: { $case: "put", value: { key: s("k") } } }], sessionId: 3 },
+  },
+  "future.Overflow.uint64_max": { as: "rbdkv.KV", error: /larger than Number.MAX_SAFE_INTEGER/ },
+  "future.Overflow.uint64_2p53": { as: "rbdkv.KV", error: /larger than Number.MAX_SAFE_INTEGER/ },
+  "future.Overflow.int64_min": { as: "rbdkv.StorageStats", error: /smaller than Number.MIN_SAFE_INTEGER/ },
+  "future.Overflow.int64_neg_2p53": { as: "rbdkv.StorageStats", error: /smaller than Number.MIN_SAFE_INTEGER/ },
 };
 
 interface Fixture {
@@ -282,7 +435,7 @@ const fixtures = loadFixtures();
 describe("golden vectors from protoc", () => {
   test("every fixture has a case and every case a fixture", () => {
     expect(fixtures.map((f) => f.name).sort()).toEqual(Object.keys(golden).sort());
-    expect(fixtures.length).toBeGreaterThanOrEqual(50);
+    expect(fixtures.length).toBeGreaterThanOrEqual(90);
     // Every message type is covered by at least one encode vector.
     const encoded = new Set(fixtures.filter((f) => "init" in golden[f.name]!).map((f) => f.type));
     expect([...encoded].sort()).toEqual(Object.keys(codecs).sort());
@@ -291,26 +444,43 @@ describe("golden vectors from protoc", () => {
   for (const f of fixtures) {
     const c = golden[f.name];
     if (c === undefined) continue;
-    if ("init" in c) {
+    if ("ours" in c) {
+      test(`${f.name}: we decode protoc's bytes; our encoding differs only as documented (${c.why})`, () => {
+        const codec = C(f.type);
+        expectMatches(codec.dec(f.bytes), c.init);
+        expect(hex(codec.enc(c.init as object))).toBe(c.ours);
+        expectMatches(codec.dec(unhex(c.ours)), c.init);
+      });
+    } else if ("init" in c) {
       test(`${f.name}: our encoding is protoc's, byte for byte; we decode protoc's bytes`, () => {
-        const codec = codecs[f.type]!;
-        expect(hex(codec.enc(c.init))).toBe(hex(f.bytes));
+        const codec = C(f.type);
+        expect(hex(codec.enc(c.init as object))).toBe(hex(f.bytes));
         const decoded = codec.dec(f.bytes);
         expectMatches(decoded, c.init);
-        expect(hex(codec.enc(decoded))).toBe(hex(f.bytes));
+        expect(hex(codec.enc(decoded as object))).toBe(hex(f.bytes));
       });
     } else if ("expect" in c) {
       test(`${f.name}: decoded as ${c.as}`, () => {
-        const codec = codecs[c.as]!;
-        expectMatches(codec.dec(f.bytes), c.expect);
+        expectMatches(C(c.as).dec(f.bytes), c.expect);
       });
     } else {
       test(`${f.name}: decoding as ${c.as} fails`, () => {
-        const err = expectDecodeError(() => codecs[c.as]!.dec(f.bytes));
+        const err = expectDecodeError(() => C(c.as).dec(f.bytes));
         expect(err.message).toMatch(c.error);
       });
     }
   }
+
+  test("the LeaderInfoResponse inside the not-leader Status decodes from protoc's bytes", () => {
+    const st = decodeMessage(Status, "google.rpc.Status", fixtures.find((f) => f.name === "Status.not_leader")!.bytes);
+    expect(st.details.length).toBe(1);
+    expect(st.details[0]!.typeUrl).toBe(LEADER_INFO_URL);
+    expect(decodeMessage(pb.LeaderInfoResponse, "rbdkv.LeaderInfoResponse", st.details[0]!.value)).toEqual({
+      leaderAddr: "127.0.0.1:9501",
+      leaderId: "127.0.0.1:9501",
+      term: 3,
+    });
+  });
 
   test("every strict prefix of every vector decodes or throws PbDecodeError", () => {
     let failures = 0;
@@ -322,10 +492,11 @@ describe("golden vectors from protoc", () => {
 
   test("a Command cut inside its kv field is always an error", () => {
     const full = fixtures.find((f) => f.name === "Command.put_ttl")!.bytes; // 08 02 | 1a 1b ...
-    expect(pb.decodeCommand(full.subarray(0, 0))).toEqual({ op: 0, rc: 0, kv: undefined });
-    expect(pb.decodeCommand(full.subarray(0, 2))).toEqual({ op: 2, rc: 0, kv: undefined });
-    expectDecodeError(() => pb.decodeCommand(full.subarray(0, 1)));
-    for (let n = 3; n < full.length; n++) expectDecodeError(() => pb.decodeCommand(full.subarray(0, n)));
+    const dec = C("rbdkv.Command").dec;
+    expectMatches(dec(full.subarray(0, 0)), {});
+    expectMatches(dec(full.subarray(0, 2)), { op: 2 });
+    expectDecodeError(() => dec(full.subarray(0, 1)));
+    for (let n = 3; n < full.length; n++) expectDecodeError(() => dec(full.subarray(0, n)));
   });
 });
 
@@ -338,115 +509,128 @@ describe("round trips", () => {
       expect(b.length).toBe(0);
       const m = c.dec(new Uint8Array(0));
       expectMatches(m, {}, name);
-      expect(c.enc(m).length).toBe(0);
+      expect(c.enc(m as object).length).toBe(0);
     }
-    expect(pb.decodeCommand(new Uint8Array(0))).toEqual({ op: 0, rc: 0, kv: undefined });
-    expect(pb.decodeWatchRequest(new Uint8Array(0))).toEqual({ watcherId: "", prefixes: [], eventCapacity: 0, leaderRequired: false });
+    expect(C("rbdkv.Command").dec(new Uint8Array(0))).toEqual({ op: 0, rc: 0, kv: undefined, sessionId: 0, seq: 0, minVersion: 0 });
+    expect(C("rbdkv.WatchRequest").dec(new Uint8Array(0))).toEqual({
+      watcherId: "",
+      prefixes: [],
+      eventCapacity: 0,
+      leaderRequired: false,
+      startVersion: 0,
+      progressNotify: false,
+      progressIntervalMs: 0,
+    });
   });
 
   test("explicit default values are omitted, as protoc does", () => {
-    const b = pb.encodeCommand({ op: 0, rc: 0, kv: { key: new Uint8Array(0), version: 0, value: new Uint8Array(0), meta: 0 } });
+    const b = C("rbdkv.Command").enc({ op: 0, rc: 0, kv: { key: new Uint8Array(0), version: 0, value: new Uint8Array(0), meta: 0 } });
     expect(hex(b)).toBe("1a00"); // only the (present) kv sub-message
-    expect(hex(pb.encodePeer({ id: "", isLearner: false, isLeader: false, isLocal: false }))).toBe("");
-    expect(hex(pb.encodeStorageStats({ lsmSize: -0, vlogSize: 0 }))).toBe("");
+    expect(hex(C("rbdkv.Peer").enc({ id: "", isLearner: false, isLeader: false, isLocal: false }))).toBe("");
+    expect(hex(C("rbdkv.StorageStats").enc({ lsmSize: -0, vlogSize: 0 }))).toBe("");
   });
 
-  test("decoded field shapes: total scalars, absent sub-messages undefined", () => {
-    const m = pb.decodeCommand(pb.encodeCommand({ op: OpType.Put, kv: { key: s("k"), value: s("v") } }));
-    expect(Object.keys(m)).toEqual(["op", "rc", "kv"]);
+  test("decoded field shapes: total scalars, absent sub-messages undefined, oneofs a tagged union", () => {
+    const m = pb.Command.decode(C("rbdkv.Command").enc({ op: OpType.Put, kv: { key: s("k"), value: s("v") } }));
+    expect(Object.keys(m)).toEqual(["op", "rc", "kv", "sessionId", "seq", "minVersion"]);
     expect(Object.keys(m.kv!)).toEqual(["key", "version", "value", "meta", "ttl"]);
     expect(m.kv!.ttl).toBeUndefined();
-    const j = pb.decodeJoinResponse(new Uint8Array(0));
-    expect(j).toEqual({ leaderInfo: undefined, joinedAt: 0 });
+    expect(C("rbdkv.JoinResponse").dec(new Uint8Array(0))).toEqual({ leaderInfo: undefined, joinedAt: 0 });
+    expect(C("rbdkv.RequestOp").dec(new Uint8Array(0))).toEqual({ op: undefined });
+    const op = C("rbdkv.RequestOp").dec(unhex("1200")) as pb.RequestOp; // delete {}
+    expect(op.op?.$case).toBe("delete");
   });
 
   test("varint boundaries of uint64 / int64 / uint32 / enum fields match a BigInt reference", () => {
     const unsigned = [0, 1, 127, 128, 255, 300, 16383, 16384, 2 ** 21 - 1, 2 ** 21, 2 ** 28 - 1, 2 ** 28, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32];
     unsigned.push(2 ** 35 - 1, 2 ** 35, 2 ** 42 - 1, 2 ** 42, 2 ** 49 - 1, 2 ** 49, 2 ** 52, Number.MAX_SAFE_INTEGER);
+    const cr = C("rbdkv.CommandResponse");
+    const ss = C("rbdkv.StorageStats");
+    const cmd = C("rbdkv.Command");
     for (const v of unsigned) {
       const tail = v === 0 ? "" : refVarint(BigInt(v));
       // uint64 version = 4 (tag 0x20)
-      const r = pb.encodeCommandResponse({ version: v });
+      const r = cr.enc({ version: v });
       expect(hex(r)).toBe(v === 0 ? "" : `20${tail}`);
-      expect(pb.decodeCommandResponse(r).version).toBe(v);
+      expect((cr.dec(r) as pb.CommandResponse).version).toBe(v);
       // int64 lsm_size = 1 (tag 0x08), both signs
       for (const x of [v, -v]) {
-        const b = pb.encodeStorageStats({ lsmSize: x });
+        const b = ss.enc({ lsmSize: x });
         expect(hex(b)).toBe(x === 0 ? "" : `08${refVarint(BigInt(x))}`);
-        expect(pb.decodeStorageStats(b).lsmSize).toBe(x === 0 ? 0 : x);
+        expect((ss.dec(b) as pb.StorageStats).lsmSize).toBe(x === 0 ? 0 : x);
       }
       if (v <= 0xffffffff) {
-        const m = pb.encodeCommandResponse({ meta: v });
+        const m = cr.enc({ meta: v });
         expect(hex(m)).toBe(v === 0 ? "" : `18${tail}`);
-        expect(pb.decodeCommandResponse(m).meta).toBe(v);
+        expect((cr.dec(m) as pb.CommandResponse).meta).toBe(v);
       }
       if (v <= 0x7fffffff) {
         for (const x of [v, -v]) {
-          const c = pb.encodeCommand({ op: x });
+          const c = cmd.enc({ op: x });
           expect(hex(c)).toBe(x === 0 ? "" : `08${refVarint(BigInt(x))}`);
-          expect(pb.decodeCommand(c).op).toBe(x === 0 ? 0 : x);
+          expect(Number((cmd.dec(c) as pb.Command).op)).toBe(x === 0 ? 0 : x);
         }
       }
     }
-    expect(hex(pb.encodeCommand({ op: -(2 ** 31) }))).toBe(`08${refVarint(-(2n ** 31n))}`);
+    expect(hex(cmd.enc({ op: -(2 ** 31) }))).toBe(`08${refVarint(-(2n ** 31n))}`);
   });
 
   test("decoders accept the longest legal varint forms (non-minimal encodings)", () => {
+    const cr = C("rbdkv.CommandResponse");
     // version = 1 written in 10 bytes; meta (uint32) given 64 bits keeps the low 32.
-    expect(pb.decodeCommandResponse(unhex("20818080808080808000")).version).toBe(1);
-    expect(pb.decodeCommandResponse(unhex("18ffffffffffffffffff01")).meta).toBe(0xffffffff);
-    expect(pb.decodeCommandResponse(unhex("188180808010")).meta).toBe(1); // 2^32 + 1 -> 1
+    expect((cr.dec(unhex("20818080808080808000")) as pb.CommandResponse).version).toBe(1);
+    expect((cr.dec(unhex("18ffffffffffffffffff01")) as pb.CommandResponse).meta).toBe(0xffffffff);
+    expect((cr.dec(unhex("188180808010")) as pb.CommandResponse).meta).toBe(1); // 2^32 + 1 -> 1
     // an enum from a 5-byte varint of -1 as uint32 (as some encoders write int32) reads as -1
-    expect(pb.decodeCommand(unhex("08ffffffff0f")).op).toBe(-1);
-    expect(pb.decodeWithSize(unhex("088080808080808080800110ff01")).exactSize).toBe(true);
+    expect(Number((C("rbdkv.Command").dec(unhex("08ffffffff0f")) as pb.Command).op)).toBe(-1);
+    expect((C("rbdkv.WithSize").dec(unhex("088080808080808080800110ff01")) as pb.WithSize).exactSize).toBe(true);
   });
 
   test("strings: multi-byte, surrogate pairs, BOM, long non-ASCII; lone surrogates become U+FFFD", () => {
+    const jr = C("rbdkv.JoinRequest");
     for (const id of ["", "a", "ü", "€", "😀", "\uFEFFbom", "mixed ascii and 中文 and 😀 ".repeat(20), "x".repeat(70) + "é"]) {
-      const b = pb.encodeJoinRequest({ id });
+      const b = jr.enc({ id });
       const utf8 = te.encode(id);
       expect(hex(b)).toBe(id === "" ? "" : `0a${refVarint(BigInt(utf8.length))}${hex(utf8)}`);
-      expect(pb.decodeJoinRequest(b).id).toBe(id);
+      expect((jr.dec(b) as pb.JoinRequest).id).toBe(id);
     }
-    const lone = pb.encodeJoinRequest({ id: "a\uD800b\uDC00" });
+    const lone = jr.enc({ id: "a\uD800b\uDC00" });
     expect(hex(lone)).toBe(`0a08${hex(te.encode("a\uD800b\uDC00"))}`);
-    expect(pb.decodeJoinRequest(lone).id).toBe("a\uFFFDb\uFFFD");
+    expect((jr.dec(lone) as pb.JoinRequest).id).toBe("a\uFFFDb\uFFFD");
   });
 
   test("bytes fields are views into the input (no copy)", () => {
-    const buf = pb.encodeCommand({ op: OpType.Put, kv: { key: s("key"), value: s("value") } });
-    const m = pb.decodeCommand(buf);
+    const buf = C("rbdkv.Command").enc({ op: OpType.Put, kv: { key: s("key"), value: s("value") } });
+    const m = C("rbdkv.Command").dec(buf) as pb.Command;
     expect(m.kv!.key.buffer).toBe(buf.buffer);
     expect(new TextDecoder().decode(m.kv!.value)).toBe("value");
   });
 
-  test("maps: Map and plain-object inputs, later duplicate keys win, __proto__ is an ordinary key", () => {
-    const fromMap = pb.encodeRaftMeta({ meta: new Map([["a", "1"], ["__proto__", "x"]]) });
-    const fromObj = pb.encodeRaftMeta({ meta: JSON.parse('{"a":"1","__proto__":"x"}') as Record<string, string> });
-    expect(hex(fromObj)).toBe(hex(fromMap));
-    const m = pb.decodeRaftMeta(fromMap).meta;
-    expect([...m]).toEqual([["a", "1"], ["__proto__", "x"]]);
-    // Two entries for "a": the later wins. An entry with neither key nor value: ("", "").
+  test("maps: later duplicate keys win, __proto__ is an ordinary key, an empty entry is (\"\", \"\")", () => {
+    const rm = C("rbdkv.RaftMeta");
+    const fromMap = rm.enc({ meta: new Map([["a", "1"], ["__proto__", "x"]]) });
+    expect([...(rm.dec(fromMap) as pb.RaftMeta).meta]).toEqual([["a", "1"], ["__proto__", "x"]]);
     const dup = new Uint8Array([...fromMap.subarray(0, 8), ...unhex("2a070a016112023939"), ...unhex("2a00")]);
-    expect([...pb.decodeRaftMeta(dup).meta]).toEqual([["a", "99"], ["", ""]]);
+    expect([...(rm.dec(dup) as pb.RaftMeta).meta]).toEqual([["a", "99"], ["", ""]]);
   });
 
-  test("a sub-message present twice is merged; a repeated field appends", () => {
-    const a = pb.encodeCommand({ kv: { key: s("k"), version: 3 } });
-    const b = pb.encodeCommand({ op: OpType.Get, kv: { value: s("v") } });
-    const m = pb.decodeCommand(Buffer.concat([a, b]));
-    expectMatches(m, { op: OpType.Get, kv: { key: s("k"), version: 3, value: s("v") } });
-    const w = pb.decodeWatchRequest(Buffer.concat([pb.encodeWatchRequest({ prefixes: [s("a")] }), pb.encodeWatchRequest({ prefixes: [s("b")] })]));
+  test("a repeated field appends; a sub-message present twice: the last wins (deviation: protobuf merges)", () => {
+    const cmd = C("rbdkv.Command");
+    const a = cmd.enc({ kv: { key: s("k"), version: 3 } });
+    const b = cmd.enc({ op: OpType.Get, kv: { value: s("v") } });
+    expectMatches(cmd.dec(Buffer.concat([a, b])), { op: OpType.Get, kv: { value: s("v") } });
+    const wr = C("rbdkv.WatchRequest");
+    const w = wr.dec(Buffer.concat([wr.enc({ prefixes: [s("a")] }), wr.enc({ prefixes: [s("b")] })]));
     expectMatches(w, { prefixes: [s("a"), s("b")] });
   });
 
   test("seeded random messages of every type round trip", () => {
     const rng = new Prng(20240601);
     let n = 0;
-    for (let i = 0; i < 400; i++) {
+    for (let i = 0; i < 300; i++) {
       for (const [type, gen] of Object.entries(generators)) {
-        const init = gen(rng);
-        const codec = codecs[type]!;
+        const init = gen(rng) as object;
+        const codec = C(type);
         const b = codec.enc(init);
         const decoded = codec.dec(b);
         try {
@@ -454,22 +638,22 @@ describe("round trips", () => {
         } catch (err) {
           throw new Error(`${type} ${hex(b)}: ${(err as Error).message}`);
         }
-        expect(hex(codec.enc(decoded))).toBe(hex(b));
+        expect(hex(codec.enc(decoded as object))).toBe(hex(b));
         n++;
       }
     }
-    expect(n).toBe(400 * Object.keys(generators).length);
+    expect(n).toBe(300 * Object.keys(generators).length);
   });
 
   test("durationFromMs / durationToMs", () => {
-    expect(pb.durationFromMs(1500)).toEqual({ seconds: 1, nanos: 500_000_000 });
-    expect(pb.durationFromMs(-1500)).toEqual({ seconds: -1, nanos: -500_000_000 });
-    expect(pb.durationFromMs(999)).toEqual({ seconds: 0, nanos: 999_000_000 });
-    expect(Object.is(pb.durationFromMs(-999).seconds, 0)).toBe(true);
-    expect(pb.durationFromMs(0)).toEqual({ seconds: 0, nanos: 0 });
-    for (const ms of [0, 1, 999, 1000, 86_400_000, -1, -1001, 2 ** 50]) expect(pb.durationToMs(pb.durationFromMs(ms))).toBe(ms);
-    expect(pb.durationToMs({ seconds: 2, nanos: 1_999_999 })).toBe(2001);
-    expect(() => pb.durationFromMs(1.5)).toThrow(PbEncodeError);
+    expect(durationFromMs(1500)).toEqual({ seconds: 1, nanos: 500_000_000 });
+    expect(durationFromMs(-1500)).toEqual({ seconds: -1, nanos: -500_000_000 });
+    expect(durationFromMs(999)).toEqual({ seconds: 0, nanos: 999_000_000 });
+    expect(Object.is(durationFromMs(-999).seconds, 0)).toBe(true);
+    expect(durationFromMs(0)).toEqual({ seconds: 0, nanos: 0 });
+    for (const ms of [0, 1, 999, 1000, 86_400_000, -1, -1001, 2 ** 50]) expect(durationToMs(durationFromMs(ms))).toBe(ms);
+    expect(durationToMs({ seconds: 2, nanos: 1_999_999 })).toBe(2001);
+    expect(() => durationFromMs(1.5)).toThrow(RangeError);
   });
 });
 
@@ -488,24 +672,26 @@ describe("unknown fields", () => {
   ].join("");
 
   test("are skipped around, before and after known fields, at every nesting level", () => {
-    const cmd = { op: OpType.Put, rc: ReadConsistency.Linearizable, kv: { key: s("k"), value: s("v"), ttl: { seconds: 5 } } };
+    const cmdInit = { op: OpType.Put, rc: ReadConsistency.Linearizable, kv: { key: s("k"), value: s("v"), ttl: { seconds: 5 } } };
     // Unknowns inside Duration, inside KV, and at the top, in several places.
     const ttl = `${unknowns}0805${unknowns}`;
     const len = (h: string) => refVarint(BigInt(h.length / 2));
     const kv = `${unknowns}0a016b${unknowns}1a0176` + `2a${len(ttl)}${ttl}`;
     const top = `${unknowns}0802${unknowns}1002` + `1a${len(kv)}${kv}${unknowns}`;
     expect(kv.length / 2).toBeGreaterThan(128); // a 2-byte length prefix
-    const m = pb.decodeCommand(unhex(top));
-    expectMatches(m, cmd);
+    const cmd = C("rbdkv.Command");
+    const m = cmd.dec(unhex(top));
+    expectMatches(m, cmdInit);
     // Unknown fields are dropped (not preserved) on re-encoding.
-    expect(hex(pb.encodeCommand(m))).toBe(hex(pb.encodeCommand(cmd)));
+    expect(hex(cmd.enc(m as object))).toBe(hex(cmd.enc(cmdInit)));
     for (const [, dec] of allDecoders) dec(unhex(unknowns));
   });
 
   test("a known field with an unexpected wire type is skipped", () => {
     // op (field 1) as a string, key (KV field 1) as a varint, version (field 2) as fixed64.
-    const m = pb.decodeCommand(unhex("0a03616263" + "1a0b" + "0801" + "110100000000000000"));
-    expectMatches(m, { kv: {} });
+    expectMatches(C("rbdkv.Command").dec(unhex("0a03616263" + "1a0b" + "0801" + "110100000000000000")), { kv: {} });
+    // session_id (field 4) as a string: skipped (what future.proto's old field 4 was).
+    expectMatches(C("rbdkv.Command").dec(unhex("220161")), {});
   });
 });
 
@@ -513,59 +699,79 @@ describe("unknown fields", () => {
 
 describe("malformed input", () => {
   const cases: [string, string, RegExp][] = [
-    ["truncated varint", "08", /truncated/],
-    ["truncated varint (continuation at end)", "0880", /truncated/],
-    ["varint longer than 10 bytes", "08ffffffffffffffffffff01", /longer than 10 bytes/],
-    ["huge length", "0affffffff0f", /overruns/],
-    ["length beyond 2^32", "0a8080808080808080ff00", /overruns/],
-    ["length past the end", "0a05616263", /overruns/],
-    ["nested length past the parent's end", "1a020a05616263", /overruns|truncated/],
-    ["field number 0", "0001", /field number 0/],
-    ["wire type 6", "0e", /invalid wire type 6/],
-    ["wire type 7", "0f", /invalid wire type 7/],
-    ["end group without start", "0c", /end group without start group/],
-    ["unterminated group", "0b0801", /unterminated group|truncated/],
-    ["mismatched end group", "0b14", /mismatched end group/],
-    ["truncated fixed64", "09010203", /truncated/],
-    ["truncated fixed32", "0d0102", /truncated/],
-    ["tag out of range", "8080808080808080800108", /tag out of range/],
+    ["truncated varint", "08", /premature EOF/],
+    ["truncated varint (continuation at end)", "0880", /premature EOF/],
+    ["huge length", "0affffffff0f", /premature EOF/],
+    ["length past the end", "0a05616263", /premature EOF/],
+    ["nested length past the parent's end", "1a020a05616263", /premature EOF/],
+    ["field number 0", "0001", /stray tag/],
+    ["wire type 6", "0e", /wire type 6/],
+    ["wire type 7", "0f", /wire type 7/],
+    ["end group without start, then more", "0c0801", /stray tag/],
+    ["unterminated group", "0b0801", /premature EOF/],
+    ["truncated fixed64", "09010203", /premature EOF/],
+    ["truncated fixed32", "0d0102", /premature EOF/],
+    ["tag out of range", "8080808080808080800108", /stray tag|illegal tag|invalid/],
   ];
   for (const [what, h, re] of cases) {
     test(`${what} -> PbDecodeError`, () => {
-      for (const [, dec] of allDecoders) {
+      for (const [name, dec] of allDecoders) {
         const err = expectDecodeError(() => dec(unhex(h)));
         expect(err.message).toMatch(re);
+        expect(err.message).toStartWith(`protobuf decode ${name}: `);
         expect(err.name).toBe("PbDecodeError");
       }
     });
   }
 
-  test("a sub-message cannot read past its own length, even if the buffer goes on", () => {
-    // kv (2 bytes: "0a 05") claims a 5-byte key that lies outside kv.
-    expect(expectDecodeError(() => pb.decodeCommand(unhex("1a020a05616263616263"))).message).toMatch(/overruns the 0 bytes left/);
+  test("a varint longer than 10 bytes in a known varint field is an error", () => {
+    expect(expectDecodeError(() => C("rbdkv.Command").dec(unhex("08ffffffffffffffffffff01"))).message).toMatch(/invalid varint/);
+    expect(expectDecodeError(() => C("rbdkv.CommandResponse").dec(unhex("20ffffffffffffffffffff01"))).message).toMatch(/invalid varint/);
+  });
+
+  test("deviation: a length's bits above 2^32, and an over-long varint in a skipped field, are not noticed", () => {
+    // protoc rejects both. A length of 2^63 reads as its low 32 bits (here 0): an empty string.
+    expectMatches(C("rbdkv.WatchRequest").dec(unhex("0a8080808080808080ff00")), {});
+    // An 11-byte varint where a string is expected (a wrong wire type): skipped whole.
+    expectMatches(C("rbdkv.JoinRequest").dec(unhex("08ffffffffffffffffffff01")), {});
+  });
+
+  test("deviation: an end-group tag as the very last byte ends the message without an error", () => {
+    // protoc rejects these; ts-proto's decode loop treats the tag as the end of the message.
+    expectMatches(C("rbdkv.Command").dec(unhex("0c")), {});
+    expectMatches(C("rbdkv.Command").dec(unhex("08020c")), { op: OpType.Put });
+    // An unmatched end group inside a skipped top-level group is not noticed either.
+    expectMatches(C("rbdkv.Command").dec(unhex("0b14")), {});
+  });
+
+  test("a sub-message cannot read past the input", () => {
+    // kv (2 bytes: "0a 05") claims a 5-byte key; the bytes after kv are not enough either.
+    expectDecodeError(() => C("rbdkv.Command").dec(unhex("1a020a05616263")));
   });
 
   test("invalid UTF-8 in a string field is an error (short and long strings)", () => {
     for (const bad of ["c328", "eda080", "ff", "c0af", `${"41".repeat(80)}c3`]) {
       const b = unhex(`0a${(bad.length / 2).toString(16).padStart(2, "0")}${bad}`);
-      expect(expectDecodeError(() => pb.decodeWatchRequest(b)).message).toMatch(/UTF-8/);
+      expectDecodeError(() => C("rbdkv.WatchRequest").dec(b));
     }
     // The same bytes in a bytes field are fine.
-    expect(hex(pb.decodeCommandResponse(unhex("0a02c328")).key)).toBe("c328");
+    expect(hex((C("rbdkv.CommandResponse").dec(unhex("0a02c328")) as pb.CommandResponse).key)).toBe("c328");
   });
 
   test("uint64 above 2^53-1 and int64 beyond ±(2^53-1) are refused with a clear error", () => {
-    expect(expectDecodeError(() => pb.decodeCommandResponse(unhex(`20${refVarint(2n ** 53n)}`))).message).toMatch(/uint64 value exceeds 2\^53-1/);
-    expect(expectDecodeError(() => pb.decodeStorageStats(unhex(`08${refVarint(2n ** 53n)}`))).message).toMatch(/int64 value exceeds/);
-    expect(expectDecodeError(() => pb.decodeStorageStats(unhex(`08${refVarint(-(2n ** 53n))}`))).message).toMatch(/int64 value below/);
-    expect(pb.decodeStorageStats(unhex(`08${refVarint(-(2n ** 53n) + 1n)}`)).lsmSize).toBe(-Number.MAX_SAFE_INTEGER);
+    const cr = C("rbdkv.CommandResponse");
+    const ss = C("rbdkv.StorageStats");
+    expect(expectDecodeError(() => cr.dec(unhex(`20${refVarint(2n ** 53n)}`))).message).toMatch(/larger than Number.MAX_SAFE_INTEGER/);
+    expect(expectDecodeError(() => ss.dec(unhex(`08${refVarint(2n ** 53n)}`))).message).toMatch(/larger than/);
+    expect(expectDecodeError(() => ss.dec(unhex(`08${refVarint(-(2n ** 53n))}`))).message).toMatch(/smaller than/);
+    expect((ss.dec(unhex(`08${refVarint(-(2n ** 53n) + 1n)}`)) as pb.StorageStats).lsmSize).toBe(-Number.MAX_SAFE_INTEGER);
   });
 
-  test("groups nested deeper than 64 are refused; shallower ones are skipped", () => {
+  test("groups nested deeper than 100 are refused; shallower ones are skipped; no stack overflow", () => {
     const nest = (d: number) => unhex("2b".repeat(d) + "2c".repeat(d)); // field 5 groups
-    expect(pb.decodeCommand(nest(60))).toEqual({ op: 0, rc: 0, kv: undefined });
-    expect(expectDecodeError(() => pb.decodeCommand(nest(65))).message).toMatch(/nested too deep/);
-    expectDecodeError(() => pb.decodeCommand(nest(100_000))); // no stack overflow
+    expectMatches(C("rbdkv.Command").dec(nest(60)), {});
+    expect(expectDecodeError(() => C("rbdkv.Command").dec(nest(105))).message).toMatch(/recursion/);
+    expectDecodeError(() => C("rbdkv.Command").dec(nest(100_000)));
   });
 
   test("non-Uint8Array input is a PbDecodeError", () => {
@@ -578,21 +784,21 @@ describe("malformed input", () => {
     const rng = new Prng(7);
     let errors = 0;
     let buffers = 0;
-    for (let i = 0; i < 4000; i++) {
+    for (let i = 0; i < 3000; i++) {
       const len = rng.chance(0.7) ? rng.int(0, 16) : rng.int(17, 300);
       const b = new Uint8Array(len);
       for (let j = 0; j < len; j++) b[j] = rng.chance(0.3) ? rng.pick([0x08, 0x0a, 0x10, 0x12, 0x1a, 0x2a, 0x80, 0xff, 0x00, 0x01, 0x0b, 0x0c]) : rng.int(0, 255);
       errors += decodeAllSafely(b);
       buffers++;
     }
-    expect(buffers).toBe(4000);
-    expect(errors).toBeGreaterThan(4000); // most random buffers are not valid messages
+    expect(buffers).toBe(3000);
+    expect(errors).toBeGreaterThan(3000); // most random buffers are not valid messages
   });
 
   test("fuzz: mutated, truncated and extended valid encodings only decode or throw PbDecodeError", () => {
     const rng = new Prng(99);
     const seeds = fixtures.map((f) => f.bytes).filter((b) => b.length > 0);
-    for (let i = 0; i < 3000; i++) {
+    for (let i = 0; i < 2000; i++) {
       const base = rng.pick(seeds);
       let b = new Uint8Array(base);
       const op = rng.int(0, 3);
@@ -616,22 +822,19 @@ describe("malformed input", () => {
 
 describe("encode errors", () => {
   const bad: [string, () => unknown][] = [
-    ["uint64 above 2^53-1", () => pb.encodeCommandResponse({ version: 2 ** 53 })],
-    ["negative uint64", () => pb.encodeKV({ version: -1 })],
-    ["fractional uint64", () => pb.encodeWatchRequest({ eventCapacity: 1.5 })],
-    ["NaN uint64", () => pb.encodeLeaderInfoResponse({ term: Number.NaN })],
-    ["bigint uint64", () => pb.encodeKV({ version: 5n as unknown as number })],
-    ["uint32 above 2^32-1", () => pb.encodeKV({ meta: 2 ** 32 })],
-    ["negative uint32", () => pb.encodePbEvent({ meta: -1 })],
-    ["int64 beyond 2^53", () => pb.encodeStorageStats({ keysCount: -(2 ** 53) })],
-    ["enum beyond int32", () => pb.encodeCommand({ op: 2 ** 31 })],
-    ["Duration.nanos beyond int32", () => pb.encodeDuration({ nanos: 2 ** 31 })],
-    ["bytes given a string", () => pb.encodeKV({ key: "k" as unknown as Uint8Array })],
-    ["string given a number", () => pb.encodeJoinRequest({ id: 5 as unknown as string })],
-    ["repeated bytes element not bytes", () => pb.encodeWatchRequest({ prefixes: ["a" as unknown as Uint8Array] })],
-    ["map value not a string", () => pb.encodeRaftMeta({ meta: new Map([["a", 1 as unknown as string]]) })],
-    ["not an object", () => pb.encodeCommand(null as unknown as pb.CommandInit)],
-    ["nested bad value", () => pb.encodeClusterStatsResponse({ peers: [{ fsm: { lsmSize: 0.5 } }] })],
+    ["negative uint64", () => C("rbdkv.KV").enc({ version: -1 })],
+    ["uint64 above 2^64-1", () => C("rbdkv.KV").enc({ version: 2 ** 64 })],
+    ["fractional uint64", () => C("rbdkv.WatchRequest").enc({ eventCapacity: 1.5 })],
+    ["NaN uint64", () => C("rbdkv.LeaderInfoResponse").enc({ term: Number.NaN })],
+    ["uint32 above 2^32-1", () => C("rbdkv.KV").enc({ meta: 2 ** 32 })],
+    ["negative uint32", () => C("rbdkv.Event").enc({ meta: -1 })],
+    ["fractional int64", () => C("rbdkv.StorageStats").enc({ keysCount: 0.5 })],
+    ["enum beyond int32", () => C("rbdkv.Command").enc({ op: 2 ** 31 })],
+    ["Duration.nanos beyond int32", () => C("google.protobuf.Duration").enc({ nanos: 2 ** 31 })],
+    ["bytes given a string", () => C("rbdkv.KV").enc({ key: "k" })],
+    ["repeated bytes element not bytes", () => C("rbdkv.WatchRequest").enc({ prefixes: ["a"] })],
+    ["not an object", () => C("rbdkv.Command").enc(null as unknown as object)],
+    ["nested bad value", () => C("rbdkv.ClusterStatsResponse").enc({ peers: [{ fsm: { lsmSize: 0.5 } }] })],
   ];
   for (const [what, f] of bad) {
     test(`${what} -> PbEncodeError`, () => {
@@ -639,9 +842,14 @@ describe("encode errors", () => {
     });
   }
 
+  test("a failed encoding leaves the shared writer clean for the next message", () => {
+    expect(() => C("rbdkv.WatchResponse").enc({ watcherId: "w", event: { key: s("k"), meta: -1 } })).toThrow(PbEncodeError);
+    expect(hex(C("rbdkv.CommandResponse").enc({ version: 1 }))).toBe("2001");
+  });
+
   test("null/undefined fields are defaults", () => {
-    const m = { op: undefined, rc: null, kv: { key: null, ttl: null } } as unknown as pb.CommandInit;
-    expect(hex(pb.encodeCommand(m))).toBe("1a00");
+    const m = { op: undefined, rc: null, kv: { key: null, ttl: null } } as unknown as object;
+    expect(hex(C("rbdkv.Command").enc(m))).toBe("1a00");
   });
 });
 
@@ -700,7 +908,7 @@ const genWithSize: Gen = (r) => ({ exactSize: maybe(r, () => r.chance(0.5)), wit
 const genRaftMeta: Gen = (r) => {
   const m = new Map<string, string>();
   for (let n = r.int(0, 5); n > 0; n--) m.set(str(r), str(r));
-  return { meta: r.chance(0.5) ? m : Object.fromEntries(m) };
+  return { meta: m };
 };
 const genStorageStats: Gen = (r) => ({ lsmSize: maybe(r, () => i64(r)), vlogSize: maybe(r, () => i64(r)), keysCount: maybe(r, () => i64(r)) });
 const genPeer: Gen = (r) => ({
@@ -712,16 +920,87 @@ const genPeer: Gen = (r) => ({
   fsm: r.chance(0.5) ? genStorageStats(r) : undefined,
 });
 
+const genKeyValue: Gen = (r) => ({
+  key: maybe(r, () => byt(r)),
+  value: maybe(r, () => byt(r)),
+  meta: maybe(r, () => u32(r)),
+  version: maybe(r, () => u64(r)),
+  createVersion: maybe(r, () => u64(r)),
+  expireAt: maybe(r, () => i64(r)),
+});
+const genRangeRequest: Gen = (r) => ({
+  key: maybe(r, () => byt(r)),
+  rangeEnd: maybe(r, () => byt(r)),
+  prefix: maybe(r, () => r.chance(0.5)),
+  limit: maybe(r, () => u64(r)),
+  reverse: maybe(r, () => r.chance(0.5)),
+  version: maybe(r, () => u64(r)),
+  keysOnly: maybe(r, () => r.chance(0.5)),
+  countOnly: maybe(r, () => r.chance(0.5)),
+  rc: maybe(r, () => i32(r)),
+  minVersion: maybe(r, () => u64(r)),
+});
+const genRangeResponse: Gen = (r) => ({
+  kvs: maybe(r, () => Array.from({ length: r.int(0, 3) }, () => genKeyValue(r))),
+  more: maybe(r, () => r.chance(0.5)),
+  count: maybe(r, () => u64(r)),
+  version: maybe(r, () => u64(r)),
+});
+const genCompare: Gen = (r) => ({
+  result: maybe(r, () => i32(r)),
+  target: maybe(r, () => i32(r)),
+  key: maybe(r, () => byt(r)),
+  version: maybe(r, () => u64(r)),
+  value: maybe(r, () => byt(r)),
+  exists: maybe(r, () => r.chance(0.5)),
+});
+const genPutOp: Gen = (r) => ({ key: maybe(r, () => byt(r)), value: maybe(r, () => byt(r)), meta: maybe(r, () => u32(r)), ttl: r.chance(0.5) ? genDuration(r) : undefined });
+const genDeleteOp: Gen = (r) => ({ key: maybe(r, () => byt(r)), rangeEnd: maybe(r, () => byt(r)), prefix: maybe(r, () => r.chance(0.5)) });
+const genRequestOp: Gen = (r) => {
+  const k = r.int(0, 3);
+  if (k === 0) return {};
+  return { op: k === 1 ? { $case: "put", value: genPutOp(r) } : k === 2 ? { $case: "delete", value: genDeleteOp(r) } : { $case: "range", value: genRangeRequest(r) } };
+};
+const genResponseOp: Gen = (r) => {
+  const k = r.int(0, 3);
+  if (k === 0) return {};
+  return {
+    result:
+      k === 1
+        ? { $case: "put", value: { version: maybe(r, () => u64(r)) } }
+        : k === 2
+          ? { $case: "delete", value: { deleted: maybe(r, () => u64(r)) } }
+          : { $case: "range", value: genRangeResponse(r) },
+  };
+};
+const genOps = (r: Prng): unknown[] | undefined => maybe(r, () => Array.from({ length: r.int(0, 4) }, () => genRequestOp(r)));
+
 const generators: Record<string, Gen> = {
   "google.protobuf.Duration": genDuration,
   "rbdkv.KV": genKV,
-  "rbdkv.Command": (r) => ({ op: maybe(r, () => i32(r)), rc: maybe(r, () => i32(r)), kv: r.chance(0.8) ? genKV(r) : undefined }),
+  "google.protobuf.Any": (r) => ({ typeUrl: maybe(r, () => str(r)), value: maybe(r, () => byt(r)) }),
+  "google.rpc.Status": (r) => ({
+    code: maybe(r, () => i32(r)),
+    message: maybe(r, () => str(r)),
+    details: maybe(r, () => Array.from({ length: r.int(0, 2) }, () => ({ typeUrl: maybe(r, () => str(r)), value: maybe(r, () => byt(r)) }))),
+  }),
+  "rbdkv.Command": (r) => ({
+    op: maybe(r, () => i32(r)),
+    rc: maybe(r, () => i32(r)),
+    kv: r.chance(0.8) ? genKV(r) : undefined,
+    sessionId: maybe(r, () => u64(r)),
+    seq: maybe(r, () => u64(r)),
+    minVersion: maybe(r, () => u64(r)),
+  }),
   "rbdkv.CommandResponse": (r) => ({ key: maybe(r, () => byt(r)), value: maybe(r, () => byt(r)), meta: maybe(r, () => u32(r)), version: maybe(r, () => u64(r)) }),
   "rbdkv.WatchRequest": (r) => ({
     watcherId: maybe(r, () => str(r)),
     prefixes: maybe(r, () => Array.from({ length: r.int(0, 4) }, () => byt(r))),
     eventCapacity: maybe(r, () => u64(r)),
     leaderRequired: maybe(r, () => r.chance(0.5)),
+    startVersion: maybe(r, () => u64(r)),
+    progressNotify: maybe(r, () => r.chance(0.5)),
+    progressIntervalMs: maybe(r, () => u32(r)),
   }),
   "rbdkv.Event": genPbEvent,
   "rbdkv.WatchResponse": (r) => ({ watcherId: maybe(r, () => str(r)), event: r.chance(0.8) ? genPbEvent(r) : undefined }),
@@ -734,5 +1013,35 @@ const generators: Record<string, Gen> = {
   "rbdkv.Peer": genPeer,
   "rbdkv.ClusterStatsResponse": (r) => ({ peers: maybe(r, () => Array.from({ length: r.int(0, 4) }, () => genPeer(r))) }),
   "rbdkv.JoinRequest": (r) => ({ id: maybe(r, () => str(r)), addr: maybe(r, () => str(r)), grpcAddr: maybe(r, () => str(r)) }),
-  "rbdkv.JoinResponse": (r) => ({ leaderInfo: r.chance(0.6) ? genLeaderInfo(r) : undefined }),
+  "rbdkv.JoinResponse": (r) => ({ leaderInfo: r.chance(0.6) ? genLeaderInfo(r) : undefined, joinedAt: maybe(r, () => u64(r)) }),
+  "rbdkv.RemoveMemberRequest": (r) => ({ id: maybe(r, () => str(r)) }),
+  "rbdkv.RemoveMemberResponse": (r) => ({ leaderInfo: r.chance(0.6) ? genLeaderInfo(r) : undefined }),
+  "rbdkv.KeyValue": genKeyValue,
+  "rbdkv.RangeRequest": genRangeRequest,
+  "rbdkv.RangeResponse": genRangeResponse,
+  "rbdkv.Compare": genCompare,
+  "rbdkv.PutOp": genPutOp,
+  "rbdkv.DeleteOp": genDeleteOp,
+  "rbdkv.RequestOp": genRequestOp,
+  "rbdkv.PutResult": (r) => ({ version: maybe(r, () => u64(r)) }),
+  "rbdkv.DeleteResult": (r) => ({ deleted: maybe(r, () => u64(r)) }),
+  "rbdkv.ResponseOp": genResponseOp,
+  "rbdkv.TxnRequest": (r) => ({
+    compare: maybe(r, () => Array.from({ length: r.int(0, 3) }, () => genCompare(r))),
+    success: genOps(r),
+    failure: genOps(r),
+    sessionId: maybe(r, () => u64(r)),
+    seq: maybe(r, () => u64(r)),
+  }),
+  "rbdkv.TxnResponse": (r) => ({
+    succeeded: maybe(r, () => r.chance(0.5)),
+    responses: maybe(r, () => Array.from({ length: r.int(0, 4) }, () => genResponseOp(r))),
+    version: maybe(r, () => u64(r)),
+  }),
+  "rbdkv.CompactRequest": (r) => ({ version: maybe(r, () => u64(r)) }),
+  "rbdkv.CompactResponse": (r) => ({ compacted: maybe(r, () => u64(r)) }),
+  "rbdkv.OpenSessionRequest": (r) => ({ ttl: r.chance(0.5) ? genDuration(r) : undefined }),
+  "rbdkv.OpenSessionResponse": (r) => ({ sessionId: maybe(r, () => u64(r)), ttl: r.chance(0.5) ? genDuration(r) : undefined }),
+  "rbdkv.CloseSessionRequest": (r) => ({ sessionId: maybe(r, () => u64(r)) }),
+  "rbdkv.CloseSessionResponse": () => ({}),
 };
