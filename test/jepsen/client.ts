@@ -44,6 +44,18 @@ function failure<T>(err: unknown, isWrite: boolean): Outcome<T> {
   return { ok: false, definite: isWrite ? writeFailureIsDefinite(code, details) : true, code, details };
 }
 
+/**
+ * Runs one RPC (any of the typed client's promise methods) and returns its outcome; a failure is
+ * classified as a write's (writeFailureIsDefinite) when `isWrite`, else as definite.
+ */
+export async function call<T>(isWrite: boolean, rpc: () => Promise<T>): Promise<Outcome<T>> {
+  try {
+    return { ok: true, value: await rpc() };
+  } catch (err) {
+    return failure(err, isWrite);
+  }
+}
+
 export function codeName(code: number): string {
   return grpc.status[code] ?? String(code);
 }

@@ -14,6 +14,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Prng } from "../sim/prng.ts";
 import { runBadInput } from "./badinput.ts";
+import { BankWorkload, DEFAULT_BANK } from "./bank.ts";
+import { checkBank } from "./bank-check.ts";
 import { type CheckResult, checkAgreement, checkRegister, checkSet, checkWatch } from "./checks.ts";
 import { codeName } from "./client.ts";
 import { JepsenCluster } from "./cluster.ts";
@@ -22,8 +24,10 @@ import { runDurability } from "./durability.ts";
 import { checkCrashes, checkLogs, readFinalState } from "./final-state.ts";
 import { DEFAULT_NEMESES, type FaultRecord, Nemesis, type NemesisKind } from "./nemesis.ts";
 import { type Latencies, RegisterWorkload, type RunCtx, SetWorkload, WATCH_PREFIX, WatchWorkload } from "./workloads.ts";
+import { WR_PREFIX, WatchResumeWorkload } from "./watch-resume.ts";
+import { checkWatchResume } from "./watch-resume-check.ts";
 
-export const WORKLOADS = ["register", "set", "watch"] as const;
+export const WORKLOADS = ["register", "set", "watch", "bank", "watch-resume"] as const;
 export type WorkloadKind = (typeof WORKLOADS)[number];
 
 export interface JepsenOptions {
@@ -64,7 +68,7 @@ export function defaultOptions(): JepsenOptions {
     nodes: 3,
     timeSec: 30,
     nemesis: [...DEFAULT_NEMESES],
-    workloads: ["register", "set", "watch"],
+    workloads: [...WORKLOADS],
     seed: Math.floor(Math.random() * 1e9),
     durabilityKills: 100,
     badInput: true,
@@ -194,6 +198,12 @@ export async function runJepsen(o: JepsenOptions): Promise<JepsenResult> {
       const regRngs = Array.from({ length: clients }, () => rng.fork());
       const setRngs = Array.from({ length: Math.max(2, Math.ceil(clients / 2)) }, () => rng.fork());
       const watchRngs = Array.from({ length: 2 }, () => rng.fork());
+      // Forked after the older workloads' generators, so that their choices for a seed stay put.
+      const bankRngs = Array.from({ length: clients }, () => rng.fork());
+      const bankReaderRngs = Array.from({ length: DEFAULT_BANK.readers }, () => rng.fork());
+      const wrWriterRngs = Array.from({ length: 2 }, () => rng.fork());
+      const wrWatcherRngs = Array.from({ length: o.nodes >= 5 ? 3 : 2 }, () => rng.fork());
+      const wrCompactorRng = rng.fork();
       const nemesis = new Nemesis(cluster, nemesisRng, o.nemesis, {
         electionMs: o.electionMs,
         log: (f) => {
@@ -204,10 +214,15 @@ export async function runJepsen(o: JepsenOptions): Promise<JepsenResult> {
       const register = o.workloads.includes("register") ? new RegisterWorkload(ctx, regRngs, { keys: 4, opsPerKey: 150 }) : null;
       const set = o.workloads.includes("set") ? new SetWorkload(ctx, setRngs) : null;
       const watch = o.workloads.includes("watch") ? new WatchWorkload(ctx, watchRngs) : null;
+      const bank = o.workloads.includes("bank") ? new BankWorkload(ctx, bankRngs, bankReaderRngs) : null;
+      const wr = o.workloads.includes("watch-resume") ? new WatchResumeWorkload(ctx, wrWriterRngs, wrWatcherRngs, wrCompactorRng) : null;
       watch?.startWatchers();
+      // Both before any fault: the accounts, and the version the resuming watchers start from.
+      await bank?.setup();
+      await wr?.start();
       ctx.deadline = Date.now() + o.timeSec * 1000;
       progress(`nemesis: running ${o.workloads.join(",")} for ${o.timeSec}s under ${o.nemesis.join(",") || "no faults"}`);
-      await Promise.all([nemesis.run(ctx.deadline), register?.run(), set?.run(), watch?.runWriters()]);
+      await Promise.all([nemesis.run(ctx.deadline), register?.run(), set?.run(), watch?.runWriters(), bank?.run(), wr?.run()]);
       summary.faults = nemesis.faults;
       summary.faultCounts = nemesis.counts;
       summary.shutdownErrors = nemesis.shutdownErrors;
@@ -236,8 +251,20 @@ export async function runJepsen(o: JepsenOptions): Promise<JepsenResult> {
         for (const w of watch.writes) countOps(summary.ops, `watch-${w.type}`, w.status);
         mergeLatencies(summary.latencies, watch.latencies);
       }
+      if (bank) {
+        for (const t of bank.transfers) countOps(summary.ops, "bank-xfer", t.status === "succeeded" ? "ok" : t.status === "unknown" ? "unknown" : "fail");
+        for (const _ of bank.reads) countOps(summary.ops, "bank-read", "ok");
+        for (const _ of bank.failedReads) countOps(summary.ops, "bank-read", "fail");
+        mergeLatencies(summary.latencies, bank.latencies);
+      }
+      if (wr) {
+        for (const w of wr.writes) countOps(summary.ops, "wr-put", w.status);
+        for (const c of wr.compactions) countOps(summary.ops, "wr-compact", c.status);
+        mergeLatencies(summary.latencies, wr.latencies);
+      }
       if (!recovered) {
         await watch?.stopWatchers();
+        await wr?.stop();
         return;
       }
       // The healed cluster takes a write through every node.
@@ -263,12 +290,24 @@ export async function runJepsen(o: JepsenOptions): Promise<JepsenResult> {
         summary.checks.push({ name: "watch streams live after healing", ok: live.ok, detail: live.detail });
         await watch.stopWatchers();
       }
+      if (wr) {
+        const live = await wr.verifyLive();
+        summary.checks.push({ name: "watch-resume watchers live after healing", ok: live.ok, detail: live.detail });
+        await wr.stop();
+        for (const _ of wr.segments) countOps(summary.ops, "wr-segment", "ok");
+      }
       await cluster.waitRecovered(o.recoveryTimeoutMs);
       const keys = [...ctx.attempted].sort();
       progress(`nemesis: reading ${keys.length} keys on every node`);
       const { reads, keyCounts } = await readFinalState(cluster, keys);
       if (set) summary.checks.push(checkSet(set.attempts, reads));
       if (watch) summary.checks.push(checkWatch(watch.segments, watch.writes, WATCH_PREFIX));
+      if (bank) {
+        progress("nemesis: reading the bank on every node");
+        const final = await bank.readFinal();
+        summary.checks.push(...checkBank({ setup: bank.setupResult!, transfers: bank.transfers, reads: bank.reads, final }));
+      }
+      if (wr) summary.checks.push(checkWatchResume({ prefix: WR_PREFIX, writes: wr.writes, segments: wr.segments, watchers: wr.watchers, compactions: wr.compactions, final: reads }));
       summary.checks.push(checkAgreement(keys, reads, keyCounts));
     });
   }
