@@ -15,6 +15,11 @@ import { JepsenCluster } from "./cluster.ts";
 import { NetProxy, parseHello } from "./proxy.ts";
 import { type JepsenOptions, activeClusters, defaultOptions, runJepsen } from "./runner.ts";
 import type { RegisterOp, SetAttempt, WatchSegment, WatchWrite } from "./workloads.ts";
+import { type BankFinal, type BankRead, type BankTransfer, acctKey, xferValue } from "./bank.ts";
+import { type BankHistory, checkBank } from "./bank-check.ts";
+import type { WrSegment, WrWrite } from "./watch-resume.ts";
+import { compactedVersionOf } from "./watch-resume.ts";
+import { type WatchResumeHistory, checkWatchResume } from "./watch-resume-check.ts";
 
 const resultsRoot = mkdtempSync(join(tmpdir(), "rbkv-jepsen-ci-"));
 let anyFailed = false;
@@ -245,6 +250,195 @@ describe("the checkers", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
+// The bank and watch-resume checkers must be able to fail
+// ---------------------------------------------------------------------------------------------
+
+/** Three accounts of 10 at version 5; transfer 0>1:3 acknowledged at 7, 1>2:2 of unknown outcome applied at 9. */
+function bankHistory(): BankHistory {
+  const xfer = (c: number, n: number, from: number, to: number, amount: number, status: BankTransfer["status"], version: number): BankTransfer => ({
+    client: c, session: 100 + c, seq: n + 1, xfer: `bank/xfer/${c}/${n}`, from, to, amount, fromVersion: 5, toVersion: 5,
+    invoke: 10 * version, complete: status === "unknown" ? null : 10 * version + 5, status, version: status === "unknown" ? 0 : version, retries: [],
+  });
+  const read = (version: number, accts: [number, number][], kind: BankRead["kind"] = "serializable", invoke = 1000): BankRead => ({
+    reader: "r", node: 0, kind, atVersion: 0, minVersion: 0, invoke, complete: invoke + 1, pageVersions: [version],
+    kvs: accts.map(([b, v], i) => ({ key: acctKey(i), value: String(b), version: v })), count: accts.length,
+  });
+  const finalNode = (node: number): BankFinal => ({
+    node, version: 9,
+    kvs: [
+      { key: acctKey(0), value: "7", version: 7, createVersion: 5 },
+      { key: acctKey(1), value: "11", version: 9, createVersion: 5 },
+      { key: acctKey(2), value: "12", version: 9, createVersion: 5 },
+      { key: "bank/xfer/0/0", value: xferValue(0, 1, 3), version: 7, createVersion: 7 },
+      { key: "bank/xfer/1/0", value: xferValue(1, 2, 2), version: 9, createVersion: 9 },
+    ],
+  });
+  return {
+    setup: { initial: [10, 10, 10], version: 5 },
+    transfers: [xfer(0, 0, 0, 1, 3, "succeeded", 7), xfer(0, 1, 2, 0, 1, "compare-failed", 8), xfer(1, 0, 1, 2, 2, "unknown", 9)],
+    reads: [read(5, [[10, 5], [10, 5], [10, 5]], "linearizable", 0), read(7, [[7, 7], [13, 7], [10, 5]]), read(8, [[7, 7], [13, 7], [10, 5]], "linearizable", 100), read(9, [[7, 7], [11, 9], [12, 9]])],
+    final: [finalNode(0), finalNode(1)],
+  };
+}
+
+function failed(results: { name: string; ok: boolean; detail: string }[]): string[] {
+  return results.filter((r) => !r.ok).map((r) => `${r.name}: ${r.detail}`);
+}
+
+describe("the bank checker", () => {
+  test("a consistent history passes", () => {
+    expect(failed(checkBank(bankHistory()))).toEqual([]);
+  });
+
+  test("a read whose balances do not sum to the total, or paged at two versions, breaks the invariant", () => {
+    const h = bankHistory();
+    h.reads[1]!.kvs[1]!.value = "14";
+    const f = failed(checkBank(h));
+    expect(f.some((x) => x.startsWith("bank invariant") && x.includes("sum to 31"))).toBe(true);
+    const h2 = bankHistory();
+    h2.reads[1]!.pageVersions = [7, 8];
+    h2.reads[1]!.kind = "paged";
+    expect(failed(checkBank(h2)).some((x) => x.includes("different versions"))).toBe(true);
+  });
+
+  test("a read that is not the state at its version, or a stale linearizable read, is rejected", () => {
+    const h = bankHistory();
+    // Sums to 30, but version 9 is after the transfer 1>2:2.
+    h.reads[3]!.kvs = [
+      { key: acctKey(0), value: "7", version: 7 },
+      { key: acctKey(1), value: "13", version: 7 },
+      { key: acctKey(2), value: "10", version: 5 },
+    ];
+    expect(failed(checkBank(h)).some((x) => x.startsWith("bank reads") && x.includes("applied transfers give"))).toBe(true);
+    const h2 = bankHistory();
+    // A linearizable read that started after the ack at version 7 (complete 75) but read version 5.
+    h2.reads[0]!.invoke = 80;
+    expect(failed(checkBank(h2)).some((x) => x.includes("stale linearizable"))).toBe(true);
+  });
+
+  test("an acknowledged transfer whose key is missing, or a compare-failed one that was applied, breaks exactly-once", () => {
+    const h = bankHistory();
+    for (const f of h.final) f.kvs = f.kvs.filter((k) => k.key !== "bank/xfer/0/0");
+    const f1 = failed(checkBank(h));
+    expect(f1.some((x) => x.startsWith("bank exactly-once") && x.includes("answered \"succeeded\"") && x.includes("missing"))).toBe(true);
+    // What a client that retries with a fresh seq sees: the first attempt applied, the retry's
+    // compare fails (the versions moved), so the transfer is answered "compare failed".
+    const h2 = bankHistory();
+    h2.transfers[0]!.status = "compare-failed";
+    h2.transfers[0]!.retries = ["node1 UNAVAILABLE: x"];
+    expect(failed(checkBank(h2)).some((x) => x.includes("but it was applied"))).toBe(true);
+  });
+
+  test("a transfer applied twice (its key rewritten, balances moved twice) is rejected", () => {
+    const h = bankHistory();
+    for (const f of h.final) {
+      const k = f.kvs.find((x) => x.key === "bank/xfer/0/0")!;
+      k.version = 10;
+      f.kvs[0]!.value = "4";
+      f.kvs[0]!.version = 10;
+      f.kvs[1]!.value = "14";
+      f.kvs[1]!.version = 10;
+    }
+    const f = failed(checkBank(h));
+    expect(f.some((x) => x.includes("more than once"))).toBe(true);
+  });
+
+  test("a key no transfer sent, or two acknowledgements at one version, are rejected", () => {
+    const h = bankHistory();
+    for (const f of h.final) f.kvs.push({ key: "bank/xfer/9/9", value: xferValue(0, 2, 1), version: 11, createVersion: 11 });
+    expect(failed(checkBank(h)).some((x) => x.includes("nobody sent"))).toBe(true);
+    const h2 = bankHistory();
+    h2.transfers[1]!.status = "succeeded";
+    h2.transfers[1]!.version = 7;
+    expect(failed(checkBank(h2)).some((x) => x.includes("both acknowledged at version 7"))).toBe(true);
+  });
+});
+
+function wrHistory(): WatchResumeHistory {
+  const w = (v: number, status: WrWrite["status"] = "ok"): WrWrite => ({ key: `wr/0/${v}`, value: `0.${v}`, writer: 0, node: 0, invoke: v, complete: status === "ok" ? v + 1 : null, status, version: status === "ok" ? v : 0 });
+  const writes = [5, 6, 7, 8, 9, 10].map((v) => w(v));
+  writes.push(w(11, "unknown"), { ...w(12, "unknown"), key: "wr/0/lost" });
+  const final = new Map<string, { value: string; version: number } | null>();
+  for (const x of writes) final.set(x.key, x.key === "wr/0/lost" ? null : { value: x.value, version: x.version || 11 });
+  return {
+    prefix: "wr/",
+    writes,
+    segments: [wrSeg(0, 0, 4, [5, 6, 7, "p7"], "error UNAVAILABLE: x"), wrSeg(1, 1, 7, [8, 9, 10, 11, "p11"], "stopped")],
+    watchers: [{ start: 4, last: 11 }],
+    compactions: [],
+    final: [final, final],
+  };
+}
+
+function wrSeg(n: number, node: number, startVersion: number, items: (number | string)[], end: string, reset?: number): WrSegment {
+  return {
+    watcher: 0, n, node, startVersion, opened: 0, closed: 1, end,
+    items: items.map((i) => (typeof i === "string" ? { kind: "progress" as const, version: Number(i.slice(1)) } : { kind: "event" as const, version: i, type: "put" as const, key: `wr/0/${i}`, value: `0.${i}` })),
+    ...(reset !== undefined ? { reset } : {}),
+  };
+}
+
+describe("the watch-resume checker", () => {
+  test("resumed segments that deliver every committed write once pass (an unknown write found at the end counts)", () => {
+    const r = checkWatchResume(wrHistory());
+    expect(r.detail).toContain("7 committed writes (1 of unknown outcome)");
+    expect(r.ok).toBe(true);
+  });
+
+  test("a resume from last-1 (a duplicate) or last+1 (a gap) is rejected", () => {
+    const dup = wrHistory();
+    dup.segments[1] = wrSeg(1, 1, 6, [7, 8, 9, 10, 11], "stopped");
+    const d = checkWatchResume(dup);
+    expect(d.ok).toBe(false);
+    expect(d.detail).toContain("duplicate");
+    const gap = wrHistory();
+    gap.segments[1] = wrSeg(1, 1, 8, [9, 10, 11], "stopped");
+    const g = checkWatchResume(gap);
+    expect(g.ok).toBe(false);
+    expect(g.detail).toContain("gap: watcher 0 never received committed version 8");
+    expect(g.detail).toContain("lost at the resume");
+  });
+
+  test("a Progress event that promised a version not yet sent is rejected", () => {
+    const h = wrHistory();
+    h.segments[0] = wrSeg(0, 0, 4, [5, 6, "p8", 7], "error UNAVAILABLE: x");
+    expect(checkWatchResume(h).ok).toBe(false);
+    // The same promise, resumed from it: version 8 was never delivered.
+    const h2 = wrHistory();
+    h2.segments[0] = wrSeg(0, 0, 4, [5, 6, 7, "p8"], "error UNAVAILABLE: x");
+    h2.segments[1] = wrSeg(1, 1, 8, [9, 10, 11], "stopped");
+    expect(checkWatchResume(h2).detail).toContain("never received committed version 8");
+  });
+
+  test("a reset by compaction allows exactly its gap, and only when someone compacted that far", () => {
+    const h = wrHistory();
+    h.segments = [wrSeg(0, 0, 4, [5, 6, 7], "error UNAVAILABLE: x"), wrSeg(1, 1, 7, [], "error OUT_OF_RANGE: compacted", 9), wrSeg(2, 2, 9, [10, 11], "stopped")];
+    h.compactions = [{ version: 9, status: "ok", compacted: 9 }];
+    expect(checkWatchResume(h).ok).toBe(true);
+    h.compactions = [{ version: 8, status: "ok", compacted: 8 }];
+    expect(checkWatchResume(h).detail).toContain("no compaction past 8");
+    // A reset does not excuse a write after the compacted version.
+    h.compactions = [{ version: 9, status: "ok", compacted: 9 }];
+    h.segments[2] = wrSeg(2, 2, 9, [11], "stopped");
+    expect(checkWatchResume(h).detail).toContain("never received committed version 10");
+    expect(compactedVersionOf("start_version 7 is below the compacted version 9")).toBe(9);
+    expect(compactedVersionOf("not leader")).toBe(null);
+  });
+
+  test("an event no committed write explains, an out-of-order event, or a lost acknowledged write is rejected", () => {
+    const h = wrHistory();
+    h.segments[1]!.items.push({ kind: "event", version: 12, type: "put", key: "wr/0/lost", value: "0.12" });
+    expect(checkWatchResume(h).detail).toContain("no committed write has that version");
+    const h2 = wrHistory();
+    h2.segments[1] = wrSeg(1, 1, 7, [9, 8, 10, 11], "stopped");
+    expect(checkWatchResume(h2).ok).toBe(false);
+    const h3 = wrHistory();
+    h3.final[1] = new Map([...h3.final[1]!].filter(([k]) => k !== "wr/0/6"));
+    expect(checkWatchResume(h3).detail).toContain("acknowledged put wr/0/6");
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
 // Short runs against real processes
 // ---------------------------------------------------------------------------------------------
 
@@ -272,6 +466,20 @@ describe("jepsen runs (3 nodes, register + set)", () => {
     const line = await run({ timeSec: 0, nemesis: [], badInput: true, seed: 106 });
     expect(line).toStartWith("jepsen: PASS");
   }, 120_000);
+});
+
+// Issue 8's workloads: each under the nemeses it is about, short (~30 s each with startup,
+// recovery and the final reads).
+describe("jepsen runs (3 nodes, bank and watch-resume)", () => {
+  test("bank: transfers under exactly-once sessions, leader kills and partitions", async () => {
+    const line = await run({ workloads: ["bank"], nemesis: ["kill", "partition"], seed: 301, timeSec: 15 });
+    expect(line).toStartWith("jepsen: PASS");
+  }, 90_000);
+
+  test("watch-resume: watchers resume on other nodes across kills, partitions and pauses", async () => {
+    const line = await run({ workloads: ["watch-resume"], nemesis: ["kill", "partition", "pause"], seed: 302, timeSec: 15 });
+    expect(line).toStartWith("jepsen: PASS");
+  }, 90_000);
 });
 
 // ---------------------------------------------------------------------------------------------
