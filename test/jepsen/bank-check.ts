@@ -189,6 +189,13 @@ export function checkBank(h: BankHistory): CheckResult[] {
   // ---- exactly once ----------------------------------------------------------------------------
   {
     const problems = [...exactly];
+    // The same problem on several nodes is one line naming them all.
+    const perNode = new Map<string, string[]>();
+    const onNode = (what: string, where: string): void => {
+      const l = perNode.get(what);
+      if (l) l.push(where);
+      else perNode.set(what, [where]);
+    };
     const counts: Record<string, number> = { succeeded: 0, "compare-failed": 0, failed: 0, unknown: 0 };
     let unknownApplied = 0;
     let retried = 0;
@@ -209,15 +216,16 @@ export function checkBank(h: BankHistory): CheckResult[] {
         const kv = m.get(t.xfer);
         const where = `node${i + 1}`;
         if (t.status === "succeeded") {
-          if (!kv) problems.push(`transfer ${t.xfer} (${t.from}>${t.to}:${t.amount}) answered "succeeded" at version ${t.version}${t.retries.length ? ` after ${t.retries.length} retries` : ""}, but its key is missing on ${where}`);
-          else if (kv.version !== t.version) problems.push(`transfer ${t.xfer} answered "succeeded" at version ${t.version}, but its key is at version ${kv.version} on ${where}`);
+          if (!kv) onNode(`transfer ${t.xfer} (${t.from}>${t.to}:${t.amount}) answered "succeeded" at version ${t.version}${t.retries.length ? ` after ${t.retries.length} retries` : ""}, but its key is missing on`, where);
+          else if (kv.version !== t.version) onNode(`transfer ${t.xfer} answered "succeeded" at version ${t.version}, but its key is at version ${kv.version} on`, where);
         } else if (t.status === "compare-failed" || t.status === "failed") {
-          if (kv) problems.push(`transfer ${t.xfer} answered ${t.status === "failed" ? `failed (${t.detail})` : `"compare failed" at version ${t.version}`}${t.retries.length ? ` after ${t.retries.length} retries (${t.retries.slice(0, 2).join(", ")})` : ""}, but it was applied: ${where} holds its key at version ${kv.version}`);
+          if (kv) onNode(`transfer ${t.xfer} answered ${t.status === "failed" ? `failed (${t.detail})` : `"compare failed" at version ${t.version}`}${t.retries.length ? ` after ${t.retries.length} retries (${t.retries.slice(0, 2).join(", ")})` : ""}, but it was applied: its key is at version ${kv.version} on`, where);
         }
-        if (kv && kv.createVersion !== kv.version) problems.push(`${where}: ${t.xfer} was written more than once (created at ${kv.createVersion}, last written at ${kv.version})`);
+        if (kv && kv.createVersion !== kv.version) onNode(`${t.xfer} was written more than once (created at ${kv.createVersion}, last written at ${kv.version}) on`, where);
       });
       if (t.status === "unknown" && appliedOn[0]?.has(t.xfer)) unknownApplied++;
     }
+    for (const [what, nodes] of perNode) problems.push(`${what} ${nodes.join(", ")}`);
     // Every node: the same xfer keys, and the balances the applied transfers give.
     const want = state.final;
     h.final.forEach((f, i) => {

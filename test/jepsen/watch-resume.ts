@@ -254,7 +254,7 @@ export class WatchResumeWorkload {
         this.stopping = true;
         break;
       }
-      if (!this.stopping && seg.end?.startsWith("error") && seg.reset === undefined) await sleep(rng.int(20, 200));
+      if (!this.stopping && seg.end?.startsWith("error")) await sleep(seg.reset === undefined ? rng.int(20, 200) : 10);
       // Resume on another node.
       node = (node + 1 + rng.int(0, cluster.size - 2)) % cluster.size;
     }
