@@ -287,8 +287,7 @@ export class Applier {
       const ek = expiryKey(expireAt, skey);
       env.expiry.putSync(ek, expiryValue(ek, index, skey, key));
     }
-    const ck = changeKey(index, skey);
-    env.changes.putSync(ck, changeValue(ck, CHANGE_PUT));
+    this.change(index, skey, CHANGE_PUT);
     if (this.keep > 0) this.prune(index, skey, true, old !== undefined && this.keep === 1);
     return { type: "put", key, value, meta, version: index, expireAt };
   }
@@ -305,10 +304,35 @@ export class Applier {
     env.history.putSync(tk, encodeRecord(crcSeed(tk), skey, key, EMPTY, 0, index, eventExpire, 0));
     if (oldExpire !== 0) env.expiry.removeSync(expiryKey(oldExpire, skey));
     env.latest.removeSync(u8view(skey));
-    const ck = changeKey(index, skey);
-    env.changes.putSync(ck, changeValue(ck, CHANGE_DELETE));
+    this.change(index, skey, CHANGE_DELETE);
     if (this.keep > 0) this.prune(index, skey, false, this.keep === 1);
     return { type: "delete", key, value: EMPTY, meta: 0, version: index, expireAt: eventExpire };
+  }
+
+  /**
+   * Records an event in the changes index. Its keys only ever grow (version = the entry's index,
+   * then skey), so they are appended (MDB_APPEND: no search, full pages); an entry with several
+   * events (Txn) collects them and appends them sorted when it ends (flushChanges).
+   */
+  private change(index: number, skey: Uint8Array, kind: number): void {
+    const ck = changeKey(index, skey);
+    if (this.deferred) this.deferred.push({ ck, kind });
+    else this.env.changes.putSync(ck, changeValue(ck, kind), { append: true });
+  }
+  private deferred: { ck: Buffer; kind: number }[] | null = null;
+  /** Collects the events of a multi-write entry until flushChanges. */
+  deferChanges(): void {
+    this.deferred = [];
+  }
+  discardChanges(): void {
+    this.deferred = null;
+  }
+  flushChanges(): void {
+    const d = this.deferred;
+    this.deferred = null;
+    if (!d) return;
+    d.sort((x, y) => Buffer.compare(x.ck, y.ck));
+    for (const { ck, kind } of d) this.env.changes.putSync(ck, changeValue(ck, kind), { append: true });
   }
 
   /** Puts the (checked) latest record `old` of `skey` into history, sealed for its history key. */

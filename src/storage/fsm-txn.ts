@@ -13,7 +13,7 @@ import { type ApplyResult, type TxnOpResult } from "./apply-result.ts";
 import { type Command, CommandKind, type KeyRange, type TxnCompare, type TxnOp } from "./command.ts";
 import { type Applier, type SortableEvent } from "./fsm-apply.ts";
 import { recCreate, recExpireAt, recValue, recValueOffset, recVersion, storageKey, u8view } from "./fsm-format.ts";
-import { liveKeys, scanRange } from "./fsm-range.ts";
+import { type ReadSource, liveKeys, scanRange } from "./fsm-range.ts";
 import { type KvEvent } from "./fsm.ts";
 
 /** Byte budget of one range op inside a txn (the server caps its limit). */
@@ -85,6 +85,20 @@ export function applyTxn(a: Applier, index: number, cmd: Extract<Command, { kind
   const results: TxnOpResult[] = [];
   const events: SortableEvent[] = [];
   const src = a.readSource();
+  a.deferChanges();
+  try {
+    runOps(a, index, ops, nowMs, src, results, events);
+  } catch (e) {
+    a.discardChanges(); // the entry's child transaction is aborted
+    throw e;
+  }
+  a.flushChanges();
+  // One key has at most one write (conflict check), so storage-key order is total.
+  events.sort((x, y) => cmp(x.skey, y.skey));
+  return { events: events.map((e) => e.event), result: { kind: "txn", succeeded, version: index, results } };
+}
+
+function runOps(a: Applier, index: number, ops: TxnOp[], nowMs: number, src: ReadSource, results: TxnOpResult[], events: SortableEvent[]): void {
   for (const op of ops) {
     switch (op.type) {
       case "put": {
@@ -118,7 +132,4 @@ export function applyTxn(a: Applier, index: number, cmd: Extract<Command, { kind
       }
     }
   }
-  // One key has at most one write (conflict check), so storage-key order is total.
-  events.sort((x, y) => cmp(x.skey, y.skey));
-  return { events: events.map((e) => e.event), result: { kind: "txn", succeeded, version: index, results } };
 }
