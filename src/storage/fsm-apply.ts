@@ -159,8 +159,11 @@ export class Applier {
   }
 
   // ── entries ───────────────────────────────────────────────────────────────────────────────
-  /** Applies one entry (see "Apply semantics" in fsm.ts). Throws KvCorruptionError having changed nothing. */
-  applyEntry(e: FsmEntry): ApplyOutcome {
+  /**
+   * Applies one entry: dedupe, then its command (`decoded`, or decoded from e.data). Throws
+   * KvCorruptionError having changed nothing (the caller rolls memory back to its mark).
+   */
+  applyEntry(e: FsmEntry, decoded?: Command): ApplyOutcome {
     const index = e.index;
     let outcome: ApplyOutcome;
     const p = e.proposal;
@@ -173,7 +176,8 @@ export class Applier {
       this.setProposal(id, origin!, verdict.next);
       outcome = { index, version: 0, events: [], duplicate: true };
     } else {
-      outcome = e.data === null ? { index, version: 0, events: [] } : this.applyData(index, e.data);
+      if (decoded !== undefined) outcome = this.applyCommand(index, decoded);
+      else outcome = e.data === null ? { index, version: 0, events: [] } : this.applyData(index, e.data);
       if (verdict) this.setProposal(id, origin!, verdict.next);
     }
     if (index % PRUNE_EVERY === 0) this.pruneOrigins(index);

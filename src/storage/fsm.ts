@@ -340,13 +340,14 @@ export class KvStore {
    * Not throwing on damage keeps the transaction whole in both apply variants: lmdb-js's async
    * transaction commits whatever ran before a callback throws.
    */
-  private applyAll(env: Env, a: Applier, toApply: FsmEntry[], outcomes: ApplyOutcome[]): { done: number; corrupt: KvCorruptionError | null } {
+  private applyAll(env: Env, a: Applier, toApply: FsmEntry[], outcomes: ApplyOutcome[], decoded?: Command[]): { done: number; corrupt: KvCorruptionError | null } {
     let done = this.applied;
     let corrupt: KvCorruptionError | null = null;
-    for (const e of toApply) {
+    for (let i = 0; i < toApply.length; i++) {
+      const e = toApply[i];
       const mark = a.mark();
       try {
-        outcomes.push(a.applyEntry(e));
+        outcomes.push(a.applyEntry(e, decoded?.[i]));
       } catch (err) {
         if (!(err instanceof KvCorruptionError)) throw err;
         a.rollback(mark);
@@ -393,27 +394,29 @@ export class KvStore {
   }
 
   /**
-   * Applies decoded commands (the entry point under applyEntries' decoding; for tests and tools
-   * that hold Command objects). Same transaction and failure rules as applyEntries.
+   * Applies decoded commands (the entry point under applyEntries' decoding, dedupe included; for
+   * tests and tools that hold Command objects). Same transaction and failure rules as applyEntries.
    */
-  applyCommands(entries: { index: number; cmd: Command }[]): ApplyOutcome[] {
-    const fsmEntries = entries.map((e) => ({ index: e.index, data: null, cmd: e.cmd }));
-    const toApply = this.pending(fsmEntries);
+  applyCommands(entries: { index: number; cmd: Command; proposal?: FsmEntry["proposal"] }[]): ApplyOutcome[] {
+    const toApply = this.pending(entries);
     if (toApply.length === 0) return [];
     const env = this.live();
     const a = this.applier!;
     const outcomes: ApplyOutcome[] = [];
+    let done = this.applied;
+    let corrupt: KvCorruptionError | null = null;
     try {
       env.root.transactionSync(() => {
-        for (const e of toApply) outcomes.push(a.applyCommand(e.index, e.cmd));
-        env.meta.putSync(META_APPLIED, appliedRecord(toApply[toApply.length - 1].index));
+        const asEntries = toApply.map((e) => ({ index: e.index, data: null, proposal: e.proposal }));
+        ({ done, corrupt } = this.applyAll(env, a, asEntries, outcomes, toApply.map((e) => e.cmd)));
       }, TXN_FLAGS);
     } catch (e) {
       a.rollback(0);
-      throw e instanceof KvStoreError ? e : new KvStoreError(`applying commands to ${this.file} failed (nothing applied): ${errMsg(e)}`, { cause: e });
+      throw new KvStoreError(`applying commands ${toApply[0].index}..${toApply[toApply.length - 1].index} to ${this.file} failed (nothing applied): ${errMsg(e)}`, { cause: e });
     }
     a.committed();
-    this.applied = toApply[toApply.length - 1].index;
+    this.applied = done;
+    if (corrupt) throw corrupt;
     return outcomes;
   }
 
