@@ -104,20 +104,21 @@ const f64 = new Float64Array(1);
 const f64Bytes = new Uint8Array(f64.buffer);
 const littleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
-function putU32(out: Uint8Array, p: number, v: number): void {
+// Exported for the other binary codecs of src/storage (apply-result.ts); not part of the API.
+export function putU32(out: Uint8Array, p: number, v: number): void {
   out[p] = v & 0xff;
   out[p + 1] = (v >>> 8) & 0xff;
   out[p + 2] = (v >>> 16) & 0xff;
   out[p + 3] = (v >>> 24) & 0xff;
 }
-function getU32(d: Uint8Array, p: number): number {
+export function getU32(d: Uint8Array, p: number): number {
   return (d[p] | (d[p + 1] << 8) | (d[p + 2] << 16) | (d[p + 3] << 24)) >>> 0;
 }
-function putF64(out: Uint8Array, p: number, v: number): void {
+export function putF64(out: Uint8Array, p: number, v: number): void {
   f64[0] = v;
   for (let i = 0; i < 8; i++) out[p + i] = f64Bytes[littleEndian ? i : 7 - i];
 }
-function getF64(d: Uint8Array, p: number): number {
+export function getF64(d: Uint8Array, p: number): number {
   for (let i = 0; i < 8; i++) f64Bytes[littleEndian ? i : 7 - i] = d[p + i];
   return f64[0];
 }
@@ -558,17 +559,8 @@ function decode(data: Uint8Array, nested: boolean): Command {
       r.end();
       return { kind: CommandKind.ExpireKey, key, version };
     }
-    case CommandKind.Txn: {
-      const r = new Reader(data, "Txn");
-      const nowMs = r.safeInt("nowMs");
-      const n = r.count("compare count", MIN_COMPARE_SIZE);
-      const compares: TxnCompare[] = [];
-      for (let i = 0; i < n; i++) compares.push(r.compare(i));
-      const success = r.ops("success");
-      const failure = r.ops("failure");
-      r.end();
-      return { kind: CommandKind.Txn, nowMs, compares, success, failure };
-    }
+    case CommandKind.Txn:
+      return decodeTxn(data);
     case CommandKind.Compact: {
       const r = new Reader(data, "Compact");
       const version = r.safeInt("version");
@@ -589,27 +581,43 @@ function decode(data: Uint8Array, nested: boolean): Command {
       r.end();
       return { kind: CommandKind.SessionClose, nowMs, sessionId };
     }
-    case CommandKind.InSession: {
+    case CommandKind.InSession:
       if (nested) throw new CommandDecodeError("an InSession command cannot be nested in another");
-      const r = new Reader(data, "InSession");
-      const sessionId = r.safeInt("sessionId");
-      const seq = r.safeInt("seq");
-      const nowMs = r.safeInt("nowMs");
-      const innerBytes = r.bytes("inner command");
-      r.end();
-      let inner: Command;
-      try {
-        inner = decode(innerBytes, true);
-      } catch (e) {
-        if (e instanceof CommandDecodeError) throw new CommandDecodeError(`InSession command's inner command: ${e.message}`);
-        throw e;
-      }
-      if (inner.kind !== CommandKind.Put && inner.kind !== CommandKind.Delete && inner.kind !== CommandKind.Txn) {
-        throw new CommandDecodeError(`InSession command's inner command has kind ${inner.kind} (only Put, Delete and Txn are allowed)`);
-      }
-      return { kind: CommandKind.InSession, sessionId, seq, nowMs, inner };
-    }
+      return decodeInSession(data);
     default:
       throw new CommandDecodeError(`unknown command kind ${kind} (format ${COMMAND_FORMAT}, ${data.length} bytes)`);
   }
+}
+
+// The long kinds are out of line so that decode() stays small for the hot Put/Delete path.
+function decodeTxn(data: Uint8Array): Command {
+  const r = new Reader(data, "Txn");
+  const nowMs = r.safeInt("nowMs");
+  const n = r.count("compare count", MIN_COMPARE_SIZE);
+  const compares: TxnCompare[] = [];
+  for (let i = 0; i < n; i++) compares.push(r.compare(i));
+  const success = r.ops("success");
+  const failure = r.ops("failure");
+  r.end();
+  return { kind: CommandKind.Txn, nowMs, compares, success, failure };
+}
+
+function decodeInSession(data: Uint8Array): Command {
+  const r = new Reader(data, "InSession");
+  const sessionId = r.safeInt("sessionId");
+  const seq = r.safeInt("seq");
+  const nowMs = r.safeInt("nowMs");
+  const innerBytes = r.bytes("inner command");
+  r.end();
+  let inner: Command;
+  try {
+    inner = decode(innerBytes, true);
+  } catch (e) {
+    if (e instanceof CommandDecodeError) throw new CommandDecodeError(`InSession command's inner command: ${e.message}`);
+    throw e;
+  }
+  if (inner.kind !== CommandKind.Put && inner.kind !== CommandKind.Delete && inner.kind !== CommandKind.Txn) {
+    throw new CommandDecodeError(`InSession command's inner command has kind ${inner.kind} (only Put, Delete and Txn are allowed)`);
+  }
+  return { kind: CommandKind.InSession, sessionId, seq, nowMs, inner };
 }
