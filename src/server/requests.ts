@@ -69,7 +69,8 @@ export function ttlMsOf(ttl: { seconds: number; nanos: number } | undefined, wha
 export function prefixEnd(prefix: Uint8Array): Uint8Array | null {
   for (let i = prefix.byteLength - 1; i >= 0; i--) {
     if (prefix[i]! < 0xff) {
-      const end = prefix.slice(0, i + 1);
+      // A copy (Buffer.prototype.slice would alias the request's key).
+      const end = new Uint8Array(prefix.subarray(0, i + 1));
       end[i]! += 1;
       return end;
     }
