@@ -1,6 +1,6 @@
 // The committed generated codec (src/server/gen) is what `npm run gen` makes from proto/ with
 // the pinned buf and ts-proto: regenerated into a temporary directory by the same pipeline
-// (scripts/gen.ts: buf generate, then the rewrite that removes ts-proto's `any`s), every file
+// (proto/gen.ts: buf generate, then the rewrite that removes ts-proto's `any`s), every file
 // must be identical and none missing or extra. Needs only node and the npm packages (buf's npm
 // package carries its binary; it compiles the protos itself, no protoc).
 
@@ -8,7 +8,7 @@ import { expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { GEN, generate, postprocess } from "../../scripts/gen.ts";
+import { GEN, generate, postprocess } from "../../proto/gen.ts";
 
 const ROOT = join(import.meta.dir, "../..");
 

@@ -22,7 +22,7 @@ import {
 } from "@grpc/grpc-js";
 import { Duration } from "./google/protobuf/duration.ts";
 
-/** The decode recursion counter ts-proto keeps on the reader (declared by scripts/gen.ts so the guard is typed). */
+/** The decode recursion counter ts-proto keeps on the reader (declared by proto/gen.ts so the guard is typed). */
 type DecodeDepthReader = BinaryReader & { __tsProtoDecodeDepth?: number };
 
 export const protobufPackage = "rbdkv";

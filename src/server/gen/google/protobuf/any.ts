@@ -7,7 +7,7 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
-/** The decode recursion counter ts-proto keeps on the reader (declared by scripts/gen.ts so the guard is typed). */
+/** The decode recursion counter ts-proto keeps on the reader (declared by proto/gen.ts so the guard is typed). */
 type DecodeDepthReader = BinaryReader & { __tsProtoDecodeDepth?: number };
 
 export const protobufPackage = "google.protobuf";

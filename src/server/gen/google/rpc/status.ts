@@ -8,7 +8,7 @@
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Any } from "../protobuf/any.ts";
 
-/** The decode recursion counter ts-proto keeps on the reader (declared by scripts/gen.ts so the guard is typed). */
+/** The decode recursion counter ts-proto keeps on the reader (declared by proto/gen.ts so the guard is typed). */
 type DecodeDepthReader = BinaryReader & { __tsProtoDecodeDepth?: number };
 
 export const protobufPackage = "google.rpc";

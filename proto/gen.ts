@@ -1,4 +1,4 @@
-// `npm run gen`: generates src/server/gen/ from proto/ — `buf generate` (buf.gen.yaml: ts-proto
+// `npm run gen`: generates src/server/gen/ from proto/ — `buf generate` (proto/buf.gen.yaml: ts-proto
 // with the options listed there), then a post-processing pass that removes every `any` ts-proto
 // emits, so the committed codec meets the project rule of no `any` in src/.
 // test/unit/gen.test.ts runs this same generate() into a temporary directory and compares.
@@ -34,7 +34,7 @@ const ANY = /:\s*any\b|as any\b|<any>/;
 
 const DEPTH_TYPE = "DecodeDepthReader";
 const DEPTH_DECL =
-  `/** The decode recursion counter ts-proto keeps on the reader (declared by scripts/gen.ts so the guard is typed). */\n` +
+  `/** The decode recursion counter ts-proto keeps on the reader (declared by proto/gen.ts so the guard is typed). */\n` +
   `type ${DEPTH_TYPE} = BinaryReader & { __tsProtoDecodeDepth?: number };\n\n`;
 /** The first line after a generated file's imports; the type declaration goes before it. */
 const AFTER_IMPORTS = "export const protobufPackage = ";
@@ -56,14 +56,14 @@ export function postprocess(file: string, source: string): string {
   let out = source;
   for (const r of REWRITES) out = out.replace(r.pattern, r.replacement);
   if (out.includes(`(reader as ${DEPTH_TYPE})`)) {
-    if (new RegExp(`\\b${DEPTH_TYPE}\\b`).test(source)) throw new Error(`${file}: already uses the name ${DEPTH_TYPE}; rename it in scripts/gen.ts`);
+    if (new RegExp(`\\b${DEPTH_TYPE}\\b`).test(source)) throw new Error(`${file}: already uses the name ${DEPTH_TYPE}; rename it in proto/gen.ts`);
     if (!/^import \{[^}]*\bBinaryReader\b[^}]*\} from "@bufbuild\/protobuf\/wire";$/m.test(out)) throw new Error(`${file}: uses the decode depth guard but does not import BinaryReader from @bufbuild/protobuf/wire`);
     const at = out.indexOf(`\n${AFTER_IMPORTS}`);
-    if (at < 0) throw new Error(`${file}: no "${AFTER_IMPORTS}" line to put ${DEPTH_TYPE} before; update scripts/gen.ts`);
+    if (at < 0) throw new Error(`${file}: no "${AFTER_IMPORTS}" line to put ${DEPTH_TYPE} before; update proto/gen.ts`);
     out = out.slice(0, at + 1) + DEPTH_DECL + out.slice(at + 1);
   }
   const left = out.split("\n").flatMap((line, i) => (ANY.test(line) ? [`${file}:${i + 1}: ${line.trim()}`] : []));
-  if (left.length > 0) throw new Error(`generated code has an \`any\` that scripts/gen.ts does not rewrite (add a rewrite for it):\n${left.join("\n")}`);
+  if (left.length > 0) throw new Error(`generated code has an \`any\` that proto/gen.ts does not rewrite (add a rewrite for it):\n${left.join("\n")}`);
   return out;
 }
 
@@ -76,7 +76,7 @@ function tsFiles(dir: string): string[] {
 
 /** Runs `buf generate --output outDir` (the codec lands in outDir/GEN), then post-processes it. */
 export function generate(outDir: string): void {
-  const r = spawnSync(join(ROOT, "node_modules/.bin/buf"), ["generate", "--output", outDir], { cwd: ROOT, encoding: "utf8", timeout: 120_000 });
+  const r = spawnSync(join(ROOT, "node_modules/.bin/buf"), ["generate", "--template", "proto/buf.gen.yaml", "--output", outDir], { cwd: ROOT, encoding: "utf8", timeout: 120_000 });
   if (r.status !== 0) throw new Error(`buf generate failed (${r.status ?? r.signal}): ${r.stderr}${r.error ? String(r.error) : ""}`);
   const gen = join(outDir, GEN);
   const files = tsFiles(gen);
