@@ -22,7 +22,8 @@
 // entry that meets damage has written nothing (the hot path stays free of nested transactions).
 // Txn, Compact and the session commands read many records while they write, so each runs in an
 // LMDB child transaction: damage met halfway aborts the child, and the entry leaves no trace.
-// The dedupe record of a proposal is written after its command succeeded, for the same reason.
+// The dedupe state of a proposal changes after its command succeeded, for the same reason, and
+// reaches LMDB once per origin at the end of the transaction (flushProposals).
 
 import { type ApplyResult } from "./apply-result.ts";
 import { type Command, CommandKind, decodeCommand } from "./command.ts";
@@ -70,6 +71,7 @@ const EMPTY = new Uint8Array(0);
 const SCRATCH_MAX = 1 << 20;
 /** Keys handled per read while a compaction walks `history` / `changes`. */
 const COMPACT_PAGE = 1024;
+const APPEND = { append: true };
 
 /** An event with the storage key it sorts by (events of one entry are emitted in storage-key order). */
 export interface SortableEvent {
@@ -121,6 +123,7 @@ export class Applier {
   /** Undoes every in-memory change made after `mark` (their LMDB writes are being aborted). */
   rollback(mark: number): void {
     while (this.undo.length > mark) this.undo.pop()!();
+    if (mark === 0) this.dirtyOrigins.clear(); // the whole transaction is gone
   }
   /** The transaction committed: its in-memory changes stay. */
   committed(): void {
@@ -146,16 +149,28 @@ export class Applier {
     this.sessionCount += delta;
     this.undo.push(() => (this.sessionCount -= delta));
   }
+  /** Origins whose window changed in this transaction (their 8 bytes, copied): written by flushProposals. */
+  private readonly dirtyOrigins = new Map<string, Buffer>();
   private setProposal(id: string, origin: Uint8Array, next: DedupeState | undefined): void {
     const old = this.proposals.get(id);
     this.undo.push(() => (old === undefined ? this.proposals.delete(id) : this.proposals.set(id, old)));
-    if (next === undefined) {
-      this.proposals.delete(id);
-      this.env.proposals.removeSync(u8view(origin));
-    } else {
-      this.proposals.set(id, next);
-      this.env.proposals.putSync(u8view(origin), proposalValue(origin, next.high, next.mask, next.lastIndex));
+    if (next === undefined) this.proposals.delete(id);
+    else this.proposals.set(id, next);
+    if (!this.dirtyOrigins.has(id)) this.dirtyOrigins.set(id, Buffer.from(origin));
+  }
+  /**
+   * Writes the windows changed by this transaction's entries, once per origin (a batch of 40
+   * entries from one leader is one put, not 40). Called at the end of the transaction, after any
+   * rollback of a damaged entry, so what is written is exactly the memory state of the entries
+   * that commit; an aborted transaction takes these writes with it and rollback restores memory.
+   */
+  flushProposals(): void {
+    for (const [id, origin] of this.dirtyOrigins) {
+      const st = this.proposals.get(id);
+      if (st === undefined) this.env.proposals.removeSync(origin);
+      else this.env.proposals.putSync(origin, proposalValue(origin, st.high, st.mask, st.lastIndex));
     }
+    this.dirtyOrigins.clear();
   }
 
   // ── entries ───────────────────────────────────────────────────────────────────────────────
@@ -321,7 +336,7 @@ export class Applier {
   private change(index: number, skey: Uint8Array, kind: number): void {
     const ck = changeKey(index, skey);
     if (this.deferred) this.deferred.push({ ck, kind });
-    else this.env.changes.putSync(ck, changeValue(ck, kind), { append: true });
+    else this.env.changes.putSync(ck, changeValue(ck, kind), APPEND);
   }
   private deferred: { ck: Buffer; kind: number }[] | null = null;
   /** Collects the events of a multi-write entry until flushChanges. */
@@ -336,7 +351,7 @@ export class Applier {
     this.deferred = null;
     if (!d) return;
     d.sort((x, y) => Buffer.compare(x.ck, y.ck));
-    for (const { ck, kind } of d) this.env.changes.putSync(ck, changeValue(ck, kind), { append: true });
+    for (const { ck, kind } of d) this.env.changes.putSync(ck, changeValue(ck, kind), APPEND);
   }
 
   /** Puts the (checked) latest record `old` of `skey` into history, sealed for its history key. */
@@ -443,10 +458,6 @@ export class Applier {
     for (const id of idle) this.setProposal(id, Buffer.from(id, "latin1"), undefined);
   }
 
-  /** The dedupe state of an origin (tests and diagnostics). */
-  proposalState(origin: Uint8Array): DedupeState | undefined {
-    return this.proposals.get(u8view(origin).toString("latin1"));
-  }
 }
 
 /** The storage key of a history key, as a Buffer (compaction's grouping). */

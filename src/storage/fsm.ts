@@ -356,6 +356,7 @@ export class KvStore {
       }
       done = e.index;
     }
+    a.flushProposals();
     if (done > this.applied) env.meta.putSync(META_APPLIED, appliedRecord(done));
     return { done, corrupt };
   }
