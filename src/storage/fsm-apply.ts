@@ -184,7 +184,9 @@ export class Applier {
     const p = e.proposal;
     // An origin of another size is not one of ours (proposal-id.ts): applied without dedupe.
     const origin = p && p.origin.length === ORIGIN_LEN ? p.origin : null;
-    const id = origin ? u8view(origin).toString("latin1") : "";
+    // The Map key: the 8 bytes as a latin1 string, built without touching origin.buffer (in Bun
+    // that materialises an ArrayBuffer for the entry's data: measurable on this path).
+    const id = origin ? String.fromCharCode(origin[0], origin[1], origin[2], origin[3], origin[4], origin[5], origin[6], origin[7]) : "";
     const verdict = origin ? admitProposal(this.proposals.get(id), p!.counter, index) : null;
     if (verdict && verdict.verdict !== "admit") {
       // Only the origin's lastIndex moves (it is still active): nothing of the command applies.
@@ -269,7 +271,7 @@ export class Applier {
     // getBinaryFast returns lmdb-js's reusable read buffer with its `length` property set to the
     // record's size, which native code (the CRC) ignores: `old` is a view of just the record, used
     // (or copied by moveToHistory) before any other read overwrites it.
-    const fast = this.env.latest.getBinaryFast(u8view(skey));
+    const fast = this.env.latest.getBinaryFast(skey);
     const old = fast ? fast.subarray(0, fast.length) : undefined;
     if (old && (!recordIntact(old, crcSeed(skey)) || recValueOffset(old) < 0)) throw this.corrupt("latest", skey, "checksum mismatch");
     return old;
@@ -301,7 +303,7 @@ export class Applier {
       if (this.keep !== 1) this.moveToHistory(skey, old);
       if (oldExpire !== 0) env.expiry.removeSync(expiryKey(oldExpire, skey));
     }
-    env.latest.putSync(u8view(skey), encodeRecord(seed, skey, key, value, meta, index, expireAt, create));
+    env.latest.putSync(skey, encodeRecord(seed, skey, key, value, meta, index, expireAt, create));
     if (expireAt !== 0) {
       const ek = expiryKey(expireAt, skey);
       env.expiry.putSync(ek, expiryValue(ek, index, skey, key));
@@ -322,7 +324,7 @@ export class Applier {
     const tk = historyKey(skey, index, KIND_TOMB);
     env.history.putSync(tk, encodeRecord(crcSeed(tk), skey, key, EMPTY, 0, index, eventExpire, 0));
     if (oldExpire !== 0) env.expiry.removeSync(expiryKey(oldExpire, skey));
-    env.latest.removeSync(u8view(skey));
+    env.latest.removeSync(skey);
     this.change(index, skey, CHANGE_DELETE);
     if (this.keep > 0) this.prune(index, skey, false, this.keep === 1);
     return { type: "delete", key, value: EMPTY, meta: 0, version: index, expireAt: eventExpire };
