@@ -22,7 +22,8 @@
 // entry that meets damage has written nothing (the hot path stays free of nested transactions).
 // Txn, Compact and the session commands read many records while they write, so each runs in an
 // LMDB child transaction: damage met halfway aborts the child, and the entry leaves no trace.
-// The dedupe record of a proposal is written after its command succeeded, for the same reason.
+// The dedupe state of a proposal changes after its command succeeded, for the same reason, and
+// reaches LMDB once per origin at the end of the transaction (flushProposals).
 
 import { type ApplyResult } from "./apply-result.ts";
 import { type Command, CommandKind, decodeCommand } from "./command.ts";
@@ -70,6 +71,7 @@ const EMPTY = new Uint8Array(0);
 const SCRATCH_MAX = 1 << 20;
 /** Keys handled per read while a compaction walks `history` / `changes`. */
 const COMPACT_PAGE = 1024;
+const APPEND = { append: true };
 
 /** An event with the storage key it sorts by (events of one entry are emitted in storage-key order). */
 export interface SortableEvent {
@@ -121,6 +123,7 @@ export class Applier {
   /** Undoes every in-memory change made after `mark` (their LMDB writes are being aborted). */
   rollback(mark: number): void {
     while (this.undo.length > mark) this.undo.pop()!();
+    if (mark === 0) this.dirtyOrigins.clear(); // the whole transaction is gone
   }
   /** The transaction committed: its in-memory changes stay. */
   committed(): void {
@@ -146,16 +149,28 @@ export class Applier {
     this.sessionCount += delta;
     this.undo.push(() => (this.sessionCount -= delta));
   }
+  /** Origins whose window changed in this transaction (their 8 bytes, copied): written by flushProposals. */
+  private readonly dirtyOrigins = new Map<string, Buffer>();
   private setProposal(id: string, origin: Uint8Array, next: DedupeState | undefined): void {
     const old = this.proposals.get(id);
     this.undo.push(() => (old === undefined ? this.proposals.delete(id) : this.proposals.set(id, old)));
-    if (next === undefined) {
-      this.proposals.delete(id);
-      this.env.proposals.removeSync(u8view(origin));
-    } else {
-      this.proposals.set(id, next);
-      this.env.proposals.putSync(u8view(origin), proposalValue(origin, next.high, next.mask, next.lastIndex));
+    if (next === undefined) this.proposals.delete(id);
+    else this.proposals.set(id, next);
+    if (!this.dirtyOrigins.has(id)) this.dirtyOrigins.set(id, Buffer.from(origin));
+  }
+  /**
+   * Writes the windows changed by this transaction's entries, once per origin (a batch of 40
+   * entries from one leader is one put, not 40). Called at the end of the transaction, after any
+   * rollback of a damaged entry, so what is written is exactly the memory state of the entries
+   * that commit; an aborted transaction takes these writes with it and rollback restores memory.
+   */
+  flushProposals(): void {
+    for (const [id, origin] of this.dirtyOrigins) {
+      const st = this.proposals.get(id);
+      if (st === undefined) this.env.proposals.removeSync(origin);
+      else this.env.proposals.putSync(origin, proposalValue(origin, st.high, st.mask, st.lastIndex));
     }
+    this.dirtyOrigins.clear();
   }
 
   // ── entries ───────────────────────────────────────────────────────────────────────────────
@@ -169,7 +184,9 @@ export class Applier {
     const p = e.proposal;
     // An origin of another size is not one of ours (proposal-id.ts): applied without dedupe.
     const origin = p && p.origin.length === ORIGIN_LEN ? p.origin : null;
-    const id = origin ? u8view(origin).toString("latin1") : "";
+    // The Map key: the 8 bytes as a latin1 string, built without touching origin.buffer (in Bun
+    // that materialises an ArrayBuffer for the entry's data: measurable on this path).
+    const id = origin ? String.fromCharCode(origin[0], origin[1], origin[2], origin[3], origin[4], origin[5], origin[6], origin[7]) : "";
     const verdict = origin ? admitProposal(this.proposals.get(id), p!.counter, index) : null;
     if (verdict && verdict.verdict !== "admit") {
       // Only the origin's lastIndex moves (it is still active): nothing of the command applies.
@@ -254,7 +271,7 @@ export class Applier {
     // getBinaryFast returns lmdb-js's reusable read buffer with its `length` property set to the
     // record's size, which native code (the CRC) ignores: `old` is a view of just the record, used
     // (or copied by moveToHistory) before any other read overwrites it.
-    const fast = this.env.latest.getBinaryFast(u8view(skey));
+    const fast = this.env.latest.getBinaryFast(skey);
     const old = fast ? fast.subarray(0, fast.length) : undefined;
     if (old && (!recordIntact(old, crcSeed(skey)) || recValueOffset(old) < 0)) throw this.corrupt("latest", skey, "checksum mismatch");
     return old;
@@ -286,7 +303,7 @@ export class Applier {
       if (this.keep !== 1) this.moveToHistory(skey, old);
       if (oldExpire !== 0) env.expiry.removeSync(expiryKey(oldExpire, skey));
     }
-    env.latest.putSync(u8view(skey), encodeRecord(seed, skey, key, value, meta, index, expireAt, create));
+    env.latest.putSync(skey, encodeRecord(seed, skey, key, value, meta, index, expireAt, create));
     if (expireAt !== 0) {
       const ek = expiryKey(expireAt, skey);
       env.expiry.putSync(ek, expiryValue(ek, index, skey, key));
@@ -307,7 +324,7 @@ export class Applier {
     const tk = historyKey(skey, index, KIND_TOMB);
     env.history.putSync(tk, encodeRecord(crcSeed(tk), skey, key, EMPTY, 0, index, eventExpire, 0));
     if (oldExpire !== 0) env.expiry.removeSync(expiryKey(oldExpire, skey));
-    env.latest.removeSync(u8view(skey));
+    env.latest.removeSync(skey);
     this.change(index, skey, CHANGE_DELETE);
     if (this.keep > 0) this.prune(index, skey, false, this.keep === 1);
     return { type: "delete", key, value: EMPTY, meta: 0, version: index, expireAt: eventExpire };
@@ -321,7 +338,7 @@ export class Applier {
   private change(index: number, skey: Uint8Array, kind: number): void {
     const ck = changeKey(index, skey);
     if (this.deferred) this.deferred.push({ ck, kind });
-    else this.env.changes.putSync(ck, changeValue(ck, kind), { append: true });
+    else this.env.changes.putSync(ck, changeValue(ck, kind), APPEND);
   }
   private deferred: { ck: Buffer; kind: number }[] | null = null;
   /** Collects the events of a multi-write entry until flushChanges. */
@@ -336,7 +353,7 @@ export class Applier {
     this.deferred = null;
     if (!d) return;
     d.sort((x, y) => Buffer.compare(x.ck, y.ck));
-    for (const { ck, kind } of d) this.env.changes.putSync(ck, changeValue(ck, kind), { append: true });
+    for (const { ck, kind } of d) this.env.changes.putSync(ck, changeValue(ck, kind), APPEND);
   }
 
   /** Puts the (checked) latest record `old` of `skey` into history, sealed for its history key. */
@@ -443,10 +460,6 @@ export class Applier {
     for (const id of idle) this.setProposal(id, Buffer.from(id, "latin1"), undefined);
   }
 
-  /** The dedupe state of an origin (tests and diagnostics). */
-  proposalState(origin: Uint8Array): DedupeState | undefined {
-    return this.proposals.get(u8view(origin).toString("latin1"));
-  }
 }
 
 /** The storage key of a history key, as a Buffer (compaction's grouping). */

@@ -3,6 +3,7 @@
 // verification of the whole file at open (fsm-verify.ts).
 
 import { createHash } from "node:crypto";
+import { decodeApplyResult } from "./apply-result.ts";
 import { CRC_BYTES, crcSeed, recordIntact, sealRecord } from "./record-checksum.ts";
 
 export class KvStoreError extends Error {
@@ -459,12 +460,17 @@ export function sessionResultValue(rk: Uint8Array, encoded: Uint8Array): Buffer 
   sealRecord(out, crcSeed(rk));
   return out;
 }
-/** Structure and checksum only: the encoded result is checked by decoding it (fsm-sessions.ts). */
+/** Checksum, structure, and that the stored result decodes. */
 export function checkSessionResult(key: Uint8Array, value: Uint8Array, applied: number): string | null {
   if (!recordIntact(value, crcSeed(key))) return "checksum mismatch";
   if (key.length !== 16 || value.length < 1 + CRC_BYTES) return "malformed session-results record";
   const id = getU64BE(key, 0);
   if (id < 1 || id > applied) return `session id ${id} outside 1..${applied}`;
+  try {
+    decodeApplyResult(value.subarray(0, value.length - CRC_BYTES));
+  } catch (e) {
+    return `undecodable result (${e instanceof Error ? e.message : String(e)})`;
+  }
   return null;
 }
 /** be64(expiresAtMs) ‖ be64(id): sessions by expiry time, oldest first. The value is just a crc. */

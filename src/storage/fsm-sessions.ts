@@ -9,7 +9,9 @@
 // A session is expired once clock >= lastActive + ttl. Each entry carrying nowMs removes up to
 // SWEEP_MAX expired sessions (oldest expiry first, via `session-expiry`); a session that is
 // expired but not swept yet is treated exactly as a removed one (and removed) when it is used,
-// so "expired" never depends on how far the sweep has got.
+// so "expired" never depends on how far the sweep has got. An InSession stamps its own nowMs
+// once; the Txn inside it is evaluated at the Txn's nowMs (the server stamps both alike) but does
+// not stamp the clock again, so a session checked live cannot expire halfway through its entry.
 
 import { type ApplyResult, decodeApplyResult, encodeApplyResult } from "./apply-result.ts";
 import { type Command, CommandKind } from "./command.ts";

@@ -20,7 +20,6 @@
 // staging file as it goes.
 
 import { createHash } from "node:crypto";
-import { decodeApplyResult } from "./apply-result.ts";
 import { type Db, type DbName, type Env, type LmdbTxn, TXN_FLAGS, dbStats } from "./fsm-env.ts";
 import {
   KvCorruptionError,
@@ -227,16 +226,8 @@ function problemOf(name: DbName, key: Buffer, value: Buffer, applied: number, co
       return checkChange(key, value, applied, compacted);
     case "sessions":
       return checkSession(key, value, applied);
-    case "session-results": {
-      const p = checkSessionResult(key, value, applied);
-      if (p) return p;
-      try {
-        decodeApplyResult(value.subarray(0, value.length - CRC_BYTES));
-      } catch (e) {
-        return `undecodable result (${errMsg(e)})`;
-      }
-      return null;
-    }
+    case "session-results":
+      return checkSessionResult(key, value, applied);
     case "proposals":
       return checkProposal(key, value, applied);
     default:

@@ -184,6 +184,11 @@ export interface KvEvent {
 }
 export interface ApplyOutcome {
   index: number;
+  /**
+   * The entry's index for every command that was applied (also when its result is an error, or
+   * it changed nothing); 0 when nothing was applied: a null or undecodable entry, a duplicate
+   * proposal, a replayed session seq.
+   */
   version: number;
   events: KvEvent[];
   /** The answer for the proposer, for commands that have one (Txn, sessions, Compact). */
@@ -356,6 +361,7 @@ export class KvStore {
       }
       done = e.index;
     }
+    a.flushProposals();
     if (done > this.applied) env.meta.putSync(META_APPLIED, appliedRecord(done));
     return { done, corrupt };
   }

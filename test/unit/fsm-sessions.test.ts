@@ -306,6 +306,18 @@ describe("persistence of the new state", () => {
     expect((await image(a)).equals(await image(c))).toBe(true);
   });
 
+  test("applyEntriesAsync (the node's path) and other batchings end in the same image", async () => {
+    const { st: sync, entries } = populated();
+    const asyncStore = openStore();
+    await asyncStore.applyEntriesAsync(entries.slice(0, 4));
+    await asyncStore.applyEntriesAsync(entries.slice(4));
+    const single = openStore();
+    for (const e of entries) single.applyEntries([e]);
+    const img = await image(sync);
+    expect((await image(asyncStore)).equals(img)).toBe(true);
+    expect((await image(single)).equals(img)).toBe(true);
+  });
+
   test("a restore refuses an image whose session result is damaged, even with a matching digest", async () => {
     const { st } = populated();
     const img = await image(st);
