@@ -128,7 +128,10 @@ function isSessionError(code: Code, details: string): boolean {
 
 /** The request was certainly not applied by this attempt (it never reached a log). */
 function neverSent(code: Code, details: string): boolean {
-  return (code === grpc.status.UNAVAILABLE && /^No connection established/.test(details)) || code === grpc.status.ABORTED || code === grpc.status.FAILED_PRECONDITION;
+  if (code === grpc.status.ABORTED || code === grpc.status.FAILED_PRECONDITION) return true;
+  // grpc-js had no connection; or the node refused before proposing ("not the leader and no
+  // leader is known", src/node/errors.ts NotLeaderError).
+  return code === grpc.status.UNAVAILABLE && /^(No connection established|not the leader)/.test(details);
 }
 
 export class BankWorkload {
