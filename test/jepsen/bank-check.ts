@@ -200,12 +200,18 @@ export function checkBank(h: BankHistory): CheckResult[] {
     let unknownApplied = 0;
     let retried = 0;
     let answeredAfterRetry = 0;
+    let afterIndeterminate = 0;
+    let succeededAfterIndeterminate = 0;
     const versions = new Map<number, string>();
     for (const t of h.transfers) {
       counts[t.status] = (counts[t.status] ?? 0) + 1;
       if (t.retries.length > 0) {
         retried++;
         if (t.status === "succeeded" || t.status === "compare-failed") answeredAfterRetry++;
+        if (t.indeterminate > 0 && (t.status === "succeeded" || t.status === "compare-failed")) {
+          afterIndeterminate++;
+          if (t.status === "succeeded") succeededAfterIndeterminate++;
+        }
       }
       if (t.status === "succeeded") {
         const prev = versions.get(t.version);
@@ -246,7 +252,7 @@ export function checkBank(h: BankHistory): CheckResult[] {
         problems.push(`${where} ends with ${fmtAccounts(bal, ver)}, but the initial balances plus the ${applied.length} applied transfers give ${fmtAccounts(want.balances, want.versions)}`);
       }
     });
-    const summary = `${h.transfers.length} transfers: ${counts.succeeded} succeeded, ${counts["compare-failed"]} compare failed, ${counts.failed} failed, ${counts.unknown} unknown (${unknownApplied} applied); ${retried} retried with the same (session, seq), ${answeredAfterRetry} of them answered; ${applied.length} applied`;
+    const summary = `${h.transfers.length} transfers: ${counts.succeeded} succeeded, ${counts["compare-failed"]} compare failed, ${counts.failed} failed, ${counts.unknown} unknown (${unknownApplied} applied); ${retried} retried with the same (session, seq), ${answeredAfterRetry} of them answered (${afterIndeterminate} after an attempt that may have applied, ${succeededAfterIndeterminate} of those "succeeded"); ${applied.length} applied`;
     results.push(
       problems.length > 0
         ? fail("bank exactly-once", problems, summary)

@@ -68,6 +68,8 @@ export interface BankTransfer {
   version: number;
   /** Failed attempts before the answer: "nodeN CODE". */
   retries: string[];
+  /** How many of them may have applied the txn (anything but a certain refusal). */
+  indeterminate: number;
   detail?: string;
 }
 
@@ -206,7 +208,10 @@ export class BankWorkload {
         t.detail = what;
         return;
       }
-      if (!neverSent(out.code, out.details)) mayHaveApplied = true;
+      if (!neverSent(out.code, out.details)) {
+        mayHaveApplied = true;
+        t.indeterminate++;
+      }
       if (Date.now() > budgetUntil) {
         t.status = mayHaveApplied ? "unknown" : "failed";
         t.detail = `gave up after ${attempt + 1} attempts: ${what}`;
@@ -231,7 +236,7 @@ export class BankWorkload {
       seq: 1,
     };
     for (let i = 0; i < this.opts.accounts; i++) this.ctx.attempted.add(acctKey(i));
-    const t: BankTransfer = { client: -1, session, seq: 1, xfer: "", from: -1, to: -1, amount: 0, fromVersion: 0, toVersion: 0, invoke: now(), complete: null, status: "unknown", version: 0, retries: [] };
+    const t: BankTransfer = { client: -1, session, seq: 1, xfer: "", from: -1, to: -1, amount: 0, fromVersion: 0, toVersion: 0, invoke: now(), complete: null, status: "unknown", version: 0, retries: [], indeterminate: 0 };
     await this.sendTxn(rng, req, this.node(rng), t, until);
     if (t.status !== "succeeded") throw new Error(`bank: setup txn ended ${t.status}: ${t.detail ?? t.retries.at(-1) ?? ""}`);
     this.setupResult = { initial, version: t.version };
@@ -320,7 +325,7 @@ export class BankWorkload {
       seq++;
       const xfer = `${XFER_PREFIX}${c}/${xferNo++}`;
       this.ctx.attempted.add(xfer);
-      const t: BankTransfer = { client: c, session, seq, xfer, from, to, amount, fromVersion: fa.version, toVersion: ta.version, invoke: now(), complete: null, status: "unknown", version: 0, retries: [] };
+      const t: BankTransfer = { client: c, session, seq, xfer, from, to, amount, fromVersion: fa.version, toVersion: ta.version, invoke: now(), complete: null, status: "unknown", version: 0, retries: [], indeterminate: 0 };
       const put = (key: string, value: string) => ({ op: { $case: "put" as const, value: { key: enc(key), value: enc(value) } } });
       const req: DeepPartial<TxnRequest> = {
         compare: [

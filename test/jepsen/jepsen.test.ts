@@ -257,7 +257,7 @@ describe("the checkers", () => {
 function bankHistory(): BankHistory {
   const xfer = (c: number, n: number, from: number, to: number, amount: number, status: BankTransfer["status"], version: number): BankTransfer => ({
     client: c, session: 100 + c, seq: n + 1, xfer: `bank/xfer/${c}/${n}`, from, to, amount, fromVersion: 5, toVersion: 5,
-    invoke: 10 * version, complete: status === "unknown" ? null : 10 * version + 5, status, version: status === "unknown" ? 0 : version, retries: [],
+    invoke: 10 * version, complete: status === "unknown" ? null : 10 * version + 5, status, version: status === "unknown" ? 0 : version, retries: [], indeterminate: 0,
   });
   const read = (version: number, accts: [number, number][], kind: BankRead["kind"] = "serializable", invoke = 1000): BankRead => ({
     reader: "r", node: 0, kind, atVersion: 0, minVersion: 0, invoke, complete: invoke + 1, pageVersions: [version],
