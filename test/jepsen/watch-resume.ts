@@ -8,10 +8,12 @@
 //              Progress event's), with progress_notify on. A segment ends when its stream fails
 //              (kill, restart, removal), when it is stale (its version did not advance for
 //              STALE_MS while writes go on: a paused or partitioned node), or when the watcher
-//              hops on its own (every 1-6 s, so that resumes happen without faults too). The
-//              client dedupes nothing: the server promises no duplicate. OUT_OF_RANGE naming
-//              the compacted version is an explicit reset: recorded, and the watcher goes on
-//              from that version.
+//              hops on its own (every 1-6 s, so that resumes happen without faults too). Every
+//              second watcher stays away 0.3-4 s before it resumes (a cache process that
+//              restarts): its resumes replay seconds of history, and a compaction meanwhile
+//              resets it. The client dedupes nothing: the server promises no duplicate.
+//              OUT_OF_RANGE naming the compacted version is an explicit reset: recorded, and the
+//              watcher goes on from that version.
 //   compactor  every 1.5-4 s compacts to a little below the newest acknowledged version, so that
 //              a watcher that stays away long enough is reset
 //
@@ -255,8 +257,10 @@ export class WatchResumeWorkload {
         break;
       }
       if (!this.stopping && seg.end?.startsWith("error")) await sleep(seg.reset === undefined ? rng.int(20, 200) : 10);
-      // Resume on another node.
+      // Resume on another node (after a while, for the watchers that stay away).
       node = (node + 1 + rng.int(0, cluster.size - 2)) % cluster.size;
+      const away = rng.int(300, 4000);
+      if (w % 2 === 1 && this.writing && !this.stopping) await sleep(away);
     }
   }
 
