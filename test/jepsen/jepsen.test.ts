@@ -316,6 +316,18 @@ describe("the bank checker", () => {
     expect(failed(checkBank(h2)).some((x) => x.includes("stale linearizable"))).toBe(true);
   });
 
+  test("a read of the store before the accounts existed is empty; a linearizable one there is stale", () => {
+    const h = bankHistory();
+    // A member emptied and added back serves a serializable read before it caught up.
+    h.reads.push({ ...h.reads[1]!, pageVersions: [0], kvs: [], count: 0 });
+    expect(failed(checkBank(h))).toEqual([]);
+    h.reads.push({ ...h.reads[1]!, pageVersions: [3], kvs: h.reads[1]!.kvs.slice(0, 1), count: 1 });
+    expect(failed(checkBank(h)).some((x) => x.includes("before the accounts were written"))).toBe(true);
+    const h2 = bankHistory();
+    h2.reads.push({ ...h2.reads[1]!, kind: "linearizable", invoke: 500, pageVersions: [0], kvs: [], count: 0 });
+    expect(failed(checkBank(h2)).some((x) => x.includes("stale linearizable"))).toBe(true);
+  });
+
   test("an acknowledged transfer whose key is missing, or a compare-failed one that was applied, breaks exactly-once", () => {
     const h = bankHistory();
     for (const f of h.final) f.kvs = f.kvs.filter((k) => k.key !== "bank/xfer/0/0");
