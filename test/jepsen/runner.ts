@@ -128,9 +128,9 @@ class Recorder {
   }
 }
 
-function countOps(ops: Record<string, { ok: number; fail: number; unknown: number }>, name: string, status: "ok" | "fail" | "unknown"): void {
+function countOps(ops: Record<string, { ok: number; fail: number; unknown: number }>, name: string, status: "ok" | "fail" | "unknown", n = 1): void {
   const o = (ops[name] ??= { ok: 0, fail: 0, unknown: 0 });
-  o[status]++;
+  o[status] += n;
 }
 
 function mergeLatencies(into: Latencies, from: Latencies): void {
@@ -253,8 +253,8 @@ export async function runJepsen(o: JepsenOptions): Promise<JepsenResult> {
       }
       if (bank) {
         for (const t of bank.transfers) countOps(summary.ops, "bank-xfer", t.status === "succeeded" ? "ok" : t.status === "unknown" ? "unknown" : "fail");
-        for (const _ of bank.reads) countOps(summary.ops, "bank-read", "ok");
-        for (const _ of bank.failedReads) countOps(summary.ops, "bank-read", "fail");
+        countOps(summary.ops, "bank-read", "ok", bank.reads.length);
+        countOps(summary.ops, "bank-read", "fail", bank.failedReads.length);
         mergeLatencies(summary.latencies, bank.latencies);
       }
       if (wr) {
@@ -294,7 +294,7 @@ export async function runJepsen(o: JepsenOptions): Promise<JepsenResult> {
         const live = await wr.verifyLive();
         summary.checks.push({ name: "watch-resume watchers live after healing", ok: live.ok, detail: live.detail });
         await wr.stop();
-        for (const _ of wr.segments) countOps(summary.ops, "wr-segment", "ok");
+        countOps(summary.ops, "wr-segment", "ok", wr.segments.length);
       }
       await cluster.waitRecovered(o.recoveryTimeoutMs);
       const keys = [...ctx.attempted].sort();
