@@ -1,0 +1,413 @@
+// End-to-end: Range against a model of the key space, paging at one version while writes go on,
+// and the request limits of the new RPCs (INVALID_ARGUMENT naming the limit, the node serving on).
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as grpc from "@grpc/grpc-js";
+import type { KeyValue, RangeResponse, RequestOp } from "../../src/server/gen/rbkv.ts";
+import type { RbdkvClient, RangeRequestInit } from "../../src/server/grpc-service.ts";
+import {
+  Clients,
+  ReadConsistency,
+  after,
+  compareBytes,
+  deadline,
+  del,
+  hex,
+  message,
+  prefixEnd,
+  prng,
+  put,
+  seedFromEnv,
+} from "./api-helpers.ts";
+import { TestCluster, enc, sleep } from "./harness.ts";
+
+// Limits set on the command line so that the test does not depend on the defaults.
+const MAX_TXN_OPS = 16;
+const MAX_RANGE_LIMIT = 200;
+const MAX_REQUEST_BYTES = 256 * 1024;
+
+interface Rec {
+  key: Uint8Array;
+  value: Uint8Array;
+  meta: number;
+  version: number;
+  createVersion: number;
+}
+
+/** The key space as a user can know it from the answers to its writes. */
+class Model {
+  readonly recs = new Map<string, Rec>();
+
+  put(key: Uint8Array, value: Uint8Array, meta: number, version: number): void {
+    const old = this.recs.get(hex(key));
+    this.recs.set(hex(key), { key, value, meta, version, createVersion: old ? old.createVersion : version });
+  }
+
+  delete(key: Uint8Array): boolean {
+    return this.recs.delete(hex(key));
+  }
+
+  clone(): Model {
+    const m = new Model();
+    for (const [k, r] of this.recs) m.recs.set(k, { ...r });
+    return m;
+  }
+
+  /** The answer Range must give for [key, end) (end null = no bound). */
+  expect(q: { key: Uint8Array; end: Uint8Array | null; limit: number; reverse: boolean; keysOnly: boolean; countOnly: boolean }): { kvs: string[]; count: number; more: boolean } {
+    const inRange = [...this.recs.values()].filter((r) => compareBytes(r.key, q.key) >= 0 && (q.end === null || compareBytes(r.key, q.end) < 0)).sort((a, b) => compareBytes(a.key, b.key));
+    if (q.reverse) inRange.reverse();
+    const limit = q.limit === 0 ? MAX_RANGE_LIMIT : q.limit;
+    const page = q.countOnly ? [] : inRange.slice(0, limit);
+    return {
+      kvs: page.map((r) => show({ key: r.key, value: q.keysOnly ? new Uint8Array(0) : r.value, meta: r.meta, version: r.version, createVersion: r.createVersion, expireAt: 0 })),
+      count: inRange.length,
+      more: q.countOnly ? false : inRange.length > limit,
+    };
+  }
+}
+
+function show(kv: KeyValue): string {
+  return `${hex(kv.key)}=${hex(kv.value)} m${kv.meta} v${kv.version} c${kv.createVersion} x${kv.expireAt}`;
+}
+
+const b = (...parts: (string | number[])[]): Uint8Array => {
+  const out: number[] = [];
+  for (const p of parts) {
+    if (typeof p === "string") out.push(...enc(p));
+    else out.push(...p);
+  }
+  return new Uint8Array(out);
+};
+
+describe("Range", () => {
+  let c: TestCluster;
+  let cl: Clients;
+
+  beforeAll(async () => {
+    c = await TestCluster.create(3, ["--election-timeout=600", `--max-txn-ops=${MAX_TXN_OPS}`, `--max-range-limit=${MAX_RANGE_LIMIT}`, `--max-request-bytes=${MAX_REQUEST_BYTES}`]);
+    await c.startSeedStyle();
+    cl = new Clients(c);
+  }, 60_000);
+
+  afterAll(async () => {
+    cl?.close();
+    if (c) await c.destroy();
+  });
+
+  test("reverse, limit, keys_only, count_only, prefix and range_end agree with a model, at the latest and at an older version", async () => {
+    const rnd = prng(seedFromEnv("RANGE_SEED"));
+    const leader = await c.leader();
+    const w = cl.of(leader);
+    const model = new Model();
+    // Bytes that sort at the edges: 0x00 (the "\0" of range_end), 0xff (prefix ends), '/'.
+    const alphabet = [0x00, 0x01, 0x2f, 0x30, 0x61, 0x62, 0x7a, 0x7f, 0xfe, 0xff];
+    const keys = new Map<string, Uint8Array>();
+    const addKey = (k: Uint8Array): void => void keys.set(hex(k), k);
+    for (const k of [b("m/"), b("m/", [0]), b("m/", [0, 0]), b("m/a", [0], "b"), b("m/", [0xff]), b("m/", [0xff, 0xff]), b("l"), b("m"), b("m."), b("m0"), b("n"), b([0]), b([0xff, 0xff])]) addKey(k);
+    while (keys.size < 320) {
+      const len = rnd.int(0, 6);
+      addKey(b("m/", Array.from({ length: len }, () => rnd.pick(alphabet))));
+    }
+    const all = [...keys.values()];
+
+    // Write them: txns of several puts (one version for several keys) and single puts.
+    const writeTxn = async (ops: RequestOp[]): Promise<number> => {
+      const r = await w.txnAsync({ success: ops }, deadline(10_000));
+      expect(r.succeeded).toBe(true);
+      return r.version;
+    };
+    for (let i = 0; i < all.length; ) {
+      const n = rnd.int(1, MAX_TXN_OPS);
+      const batch = all.slice(i, i + n).map((k) => ({ k, v: b(`v${rnd.int(0, 1e6)}`, [0, rnd.int(0, 255)]), meta: rnd.int(0, 3) }));
+      i += n;
+      if (batch.length === 1 && rnd.float() < 0.5) {
+        const { k, v, meta } = batch[0]!;
+        const r = await w.executeAsync({ op: 2, kv: { key: k, value: v, meta } }, deadline(10_000));
+        model.put(k, v, meta, r.version);
+      } else {
+        const version = await writeTxn(batch.map(({ k, v, meta }) => put(k, v, meta)));
+        for (const { k, v, meta } of batch) model.put(k, v, meta, version);
+      }
+    }
+    // Overwrites (version moves, create_version stays), deletes, and re-creations.
+    const churn = async (): Promise<void> => {
+      for (let n = 0; n < 60; n++) {
+        const k = rnd.pick(all);
+        const roll = rnd.float();
+        if (roll < 0.5) {
+          const v = b(`o${n}`);
+          const r = await w.executeAsync({ op: 2, kv: { key: k, value: v } }, deadline(10_000));
+          model.put(k, v, 0, r.version);
+        } else if (roll < 0.85) {
+          const existed = model.delete(k);
+          if (existed) await w.executeAsync({ op: 3, kv: { key: k } }, deadline(10_000));
+        } else {
+          // A delete of a range in a txn: reports how many keys it deleted.
+          const lo = rnd.pick(all);
+          const hi = after(lo);
+          hi[hi.length - 1] = 0xff;
+          const before = [...model.recs.values()].filter((r) => compareBytes(r.key, lo) >= 0 && compareBytes(r.key, hi) < 0);
+          const r = await w.txnAsync({ success: [del(lo, hi)] }, deadline(10_000));
+          expect(r.responses[0]!.result).toEqual({ $case: "delete", value: { deleted: before.length } });
+          for (const x of before) model.delete(x.key);
+        }
+      }
+    };
+    await churn();
+    const v1 = (await w.executeAsync({ op: 2, kv: { key: b("m/", [0x61, 0]), value: b("at-v1") } }, deadline(10_000))).version;
+    model.put(b("m/", [0x61, 0]), b("at-v1"), 0, v1);
+    const atV1 = model.clone();
+    await churn();
+    const v2 = (await w.executeAsync({ op: 2, kv: { key: b("m/"), value: b("at-v2") } }, deadline(10_000))).version;
+    model.put(b("m/"), b("at-v2"), 0, v2);
+    expect(model.recs.size).toBeGreaterThan(150);
+
+    // Random queries, each on a random node; expected answers from the model at that version.
+    const failures: string[] = [];
+    let checked = 0;
+    const run = async (req: RangeRequestInit & { key: Uint8Array }, end: Uint8Array | null, m: Model, label: string): Promise<void> => {
+      const node = rnd.int(0, 2);
+      const got: RangeResponse = await cl.of(node).rangeAsync(req, deadline(10_000));
+      const want = m.expect({ key: req.key, end, limit: req.limit ?? 0, reverse: req.reverse ?? false, keysOnly: req.keysOnly ?? false, countOnly: req.countOnly ?? false });
+      const g = { kvs: got.kvs.map(show), count: got.count, more: req.countOnly ? false : got.more };
+      checked++;
+      if (JSON.stringify(g) !== JSON.stringify(want)) failures.push(`${label} on node${node + 1}: ${JSON.stringify(req, (_, x) => (x instanceof Uint8Array ? hex(x) : x))}\n  want ${JSON.stringify(want)}\n  got  ${JSON.stringify(g)}`);
+      const wantVersion = req.version ? req.version : v2;
+      if (req.version ? got.version !== wantVersion : got.version < wantVersion) failures.push(`${label}: read at version ${got.version}, expected ${req.version ? "" : ">= "}${wantVersion}`);
+    };
+
+    // Fixed cases first: the edges a model-less test would miss.
+    const mPrefixEnd = prefixEnd(b("m/"));
+    expect(hex(mPrefixEnd!)).toBe(hex(b("m0")));
+    for (const [m, version] of [[model, 0], [atV1, v1]] as const) {
+      const rc = version === 0 ? ReadConsistency.Linearizable : ReadConsistency.Serializable;
+      await run({ key: b("m/"), prefix: true, version, rc }, mPrefixEnd, m, "prefix m/");
+      await run({ key: b("m/"), prefix: true, reverse: true, limit: 5, version, rc }, mPrefixEnd, m, "prefix m/ reverse limit 5");
+      await run({ key: b("m/"), prefix: true, countOnly: true, version, rc }, mPrefixEnd, m, "prefix m/ count_only");
+      await run({ key: b("m/"), prefix: true, keysOnly: true, limit: 17, version, rc }, mPrefixEnd, m, "prefix m/ keys_only");
+      await run({ key: b("m/", [0]), rangeEnd: b("m/", [0, 1]), version, rc }, b("m/", [0, 1]), m, "[m/\\0, m/\\0\\1)");
+      await run({ key: b("m/", [0]), version, rc }, after(b("m/", [0])), m, "the single key m/\\0");
+      await run({ key: b("m/a", [0], "b"), version, rc }, after(b("m/a", [0], "b")), m, "the single key m/a\\0b");
+      await run({ key: b("m/", [0xff]), prefix: true, version, rc }, prefixEnd(b("m/", [0xff])), m, "prefix m/\\xff");
+      await run({ key: b([0xff]), prefix: true, version, rc }, null, m, "prefix \\xff (no upper bound)");
+      await run({ key: b("m"), rangeEnd: b([0]), limit: 50, version, rc }, null, m, "[m, \\0): every key from m on");
+      await run({ key: b([0]), rangeEnd: b([0]), countOnly: true, version, rc }, null, m, "everything, count_only");
+      await run({ key: b("m/zzz-missing"), version, rc }, after(b("m/zzz-missing")), m, "a missing single key");
+      await run({ key: b("m/"), prefix: true, limit: MAX_RANGE_LIMIT, version, rc }, mPrefixEnd, m, "limit = the max");
+    }
+    // Then random ones.
+    for (let n = 0; n < 160; n++) {
+      const m = rnd.float() < 0.3 ? atV1 : model;
+      const version = m === atV1 ? v1 : 0;
+      const rc = rnd.pick([ReadConsistency.Serializable, ReadConsistency.Linearizable, ReadConsistency.RCUnknown]);
+      const limit = rnd.pick([0, 1, 2, 7, rnd.int(1, 40), MAX_RANGE_LIMIT]);
+      const opts = { limit, reverse: rnd.float() < 0.4, keysOnly: rnd.float() < 0.25, countOnly: rnd.float() < 0.15, version, rc };
+      const shape = rnd.int(0, 3);
+      if (shape === 0) {
+        const p = rnd.pick(all).slice(0, rnd.int(1, 4));
+        await run({ key: p, prefix: true, ...opts }, prefixEnd(p), m, `random prefix #${n}`);
+      } else if (shape === 1) {
+        let [lo, hi] = [rnd.pick(all), rnd.pick(all)];
+        if (compareBytes(lo, hi) === 0) continue;
+        if (compareBytes(lo, hi) > 0) [lo, hi] = [hi, lo];
+        await run({ key: lo, rangeEnd: hi, ...opts }, hi, m, `random [lo, hi) #${n}`);
+      } else if (shape === 2) {
+        const lo = rnd.pick(all);
+        await run({ key: lo, rangeEnd: b([0]), ...opts }, null, m, `random [lo, \\0) #${n}`);
+      } else {
+        const k = rnd.pick(all);
+        await run({ key: k, ...opts }, after(k), m, `random single key #${n}`);
+      }
+    }
+    expect(failures.slice(0, 5)).toEqual([]);
+    expect(checked).toBeGreaterThan(150);
+  }, 60_000);
+
+  test("paging with limit 7 at the first page's version stays consistent while the same keys are rewritten", async () => {
+    const leader = await c.leader();
+    const keys = Array.from({ length: 50 }, (_, i) => `p/${String(i).padStart(2, "0")}`);
+    for (let i = 0; i < keys.length; i += MAX_TXN_OPS) {
+      await cl.of(leader).txnAsync({ success: keys.slice(i, i + MAX_TXN_OPS).map((k) => put(k, "init")) }, deadline(10_000));
+    }
+    let stop = false;
+    let writes = 0;
+    const writer = (async () => {
+      const rnd = prng(7);
+      for (let n = 0; !stop; n++) {
+        const k = rnd.pick(keys);
+        const node = (leader + 1 + (n % 2)) % 3; // through the followers
+        try {
+          if (rnd.float() < 0.2) await cl.of(node).executeAsync({ op: 3, kv: { key: enc(k) } }, deadline(5000));
+          else await cl.of(node).executeAsync({ op: 2, kv: { key: enc(k), value: enc(`w${n}`) } }, deadline(5000));
+          writes++;
+        } catch {}
+      }
+    })();
+
+    const pEnd = prefixEnd(enc("p/"))!;
+    const pages = async (client: (n: number) => RbdkvClient, reverse: boolean): Promise<{ kvs: KeyValue[]; version: number; pages: number; writesDuring: number }> => {
+      const w0 = writes;
+      const first = await client(0).rangeAsync({ key: enc("p/"), prefix: true, limit: 7, reverse, rc: ReadConsistency.Linearizable }, deadline(5000));
+      const version = first.version;
+      const kvs = [...first.kvs];
+      let more = first.more;
+      let n = 1;
+      while (more) {
+        await sleep(40); // let the writer change the keys between pages
+        const last = kvs[kvs.length - 1]!.key;
+        const page = await client(n).rangeAsync(
+          reverse ? { key: enc("p/"), rangeEnd: last, limit: 7, reverse, version, rc: ReadConsistency.Linearizable } : { key: after(last), rangeEnd: pEnd, limit: 7, version, rc: ReadConsistency.Linearizable },
+          deadline(5000),
+        );
+        expect(page.version).toBe(version);
+        expect(page.count).toBeLessThanOrEqual(first.count);
+        expect(page.kvs.length).toBeLessThanOrEqual(7);
+        kvs.push(...page.kvs);
+        more = page.more;
+        n++;
+      }
+      return { kvs, version, pages: n, writesDuring: writes - w0 };
+    };
+
+    try {
+      await sleep(200);
+      for (const reverse of [false, true, false]) {
+        // Each page from another node (all of them read at the first page's version).
+        const got = await pages((n) => cl.of((leader + n) % 3), reverse);
+        const whole = await cl.of(leader).rangeAsync({ key: enc("p/"), prefix: true, version: got.version }, deadline(5000));
+        const want = reverse ? [...whole.kvs].reverse() : whole.kvs;
+        expect(got.kvs.map(show)).toEqual(want.map(show));
+        expect(got.kvs.length).toBe(whole.count);
+        expect(got.pages).toBeGreaterThanOrEqual(Math.ceil(whole.count / 7));
+        // The writer did change these keys meanwhile: the latest state is another one.
+        expect(got.writesDuring).toBeGreaterThan(5);
+        const latest = await cl.of(leader).rangeAsync({ key: enc("p/"), prefix: true }, deadline(5000));
+        expect(latest.version).toBeGreaterThan(got.version);
+        expect(latest.kvs.map(show)).not.toEqual(whole.kvs.map(show));
+      }
+    } finally {
+      stop = true;
+      await writer;
+    }
+  }, 60_000);
+});
+
+describe("limits and bad requests", () => {
+  let c: TestCluster;
+  let cl: Clients;
+
+  beforeAll(async () => {
+    c = await TestCluster.create(3, ["--election-timeout=600", `--max-txn-ops=${MAX_TXN_OPS}`, `--max-range-limit=${MAX_RANGE_LIMIT}`, `--max-request-bytes=${MAX_REQUEST_BYTES}`]);
+    await c.startSeedStyle();
+    cl = new Clients(c);
+  }, 60_000);
+
+  afterAll(async () => {
+    cl?.close();
+    if (c) await c.destroy();
+  });
+
+  /** The error of a call that must fail. */
+  async function refusal(p: Promise<unknown>): Promise<{ code: grpc.status | undefined; message: string }> {
+    try {
+      await p;
+    } catch (err) {
+      return { code: (err as grpc.ServiceError).code, message: message(err) };
+    }
+    return { code: grpc.status.OK, message: "(answered OK)" };
+  }
+
+  async function stillServes(i: number, tag: string): Promise<void> {
+    const r = await cl.of(i).executeAsync({ op: 2, kv: { key: enc(`alive/${tag}`), value: enc("yes") } }, deadline(5000));
+    expect(r.version).toBeGreaterThan(0);
+    const g = await cl.of(i).rangeAsync({ key: enc(`alive/${tag}`) }, deadline(5000));
+    expect(g.kvs.map((kv) => [Buffer.from(kv.key).toString(), Buffer.from(kv.value).toString()])).toEqual([[`alive/${tag}`, "yes"]]);
+  }
+
+  test("a Txn with more ops than --max-txn-ops: INVALID_ARGUMENT naming the limit, nothing written", async () => {
+    for (const i of [0, 1, 2]) {
+      const ops = Array.from({ length: MAX_TXN_OPS + 1 }, (_, k) => put(`many/${i}/${k}`, "x"));
+      const e = await refusal(cl.of(i).txnAsync({ success: ops }, deadline(5000)));
+      expect(e.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(e.message).toContain(String(MAX_TXN_OPS));
+      const cmp = Array.from({ length: MAX_TXN_OPS + 1 }, (_, k) => ({ key: enc(`many/${k}`), version: 0 }));
+      const e2 = await refusal(cl.of(i).txnAsync({ compare: cmp, success: [put(`many/${i}/c`, "x")] }, deadline(5000)));
+      expect(e2.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(e2.message).toContain(String(MAX_TXN_OPS));
+      const none = await cl.of(i).rangeAsync({ key: enc(`many/${i}/`), prefix: true, countOnly: true }, deadline(5000));
+      expect(none.count).toBe(0);
+      // Exactly the limit is fine.
+      const ok = await cl.of(i).txnAsync({ success: ops.slice(0, MAX_TXN_OPS) }, deadline(5000));
+      expect(ok.succeeded).toBe(true);
+      expect((await cl.of(i).rangeAsync({ key: enc(`many/${i}/`), prefix: true, countOnly: true }, deadline(5000))).count).toBe(MAX_TXN_OPS);
+      await stillServes(i, `txn-ops-${i}`);
+    }
+  });
+
+  test("a Range with a limit above --max-range-limit: INVALID_ARGUMENT naming the limit; limit 0 pages at the max", async () => {
+    const leader = await c.leader();
+    for (let k = 0; k < MAX_RANGE_LIMIT + 20; k += MAX_TXN_OPS) {
+      await cl.of(leader).txnAsync({ success: Array.from({ length: MAX_TXN_OPS }, (_, j) => put(`lim/${String(k + j).padStart(4, "0")}`, "v")) }, deadline(5000));
+    }
+    for (const i of [0, 1, 2]) {
+      const e = await refusal(cl.of(i).rangeAsync({ key: enc("lim/"), prefix: true, limit: MAX_RANGE_LIMIT + 1 }, deadline(5000)));
+      expect(e.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(e.message).toContain(String(MAX_RANGE_LIMIT));
+      const e2 = await refusal(cl.of(i).rangeAsync({ key: enc("lim/"), prefix: true, limit: 1e12 }, deadline(5000)));
+      expect(e2.code).toBe(grpc.status.INVALID_ARGUMENT);
+      const dflt = await cl.of(i).rangeAsync({ key: enc("lim/"), prefix: true }, deadline(5000));
+      expect(dflt.kvs.length).toBe(MAX_RANGE_LIMIT);
+      expect(dflt.more).toBe(true);
+      expect(dflt.count).toBeGreaterThan(MAX_RANGE_LIMIT);
+      // A range op inside a txn is held to the same limit.
+      const e3 = await refusal(cl.of(i).txnAsync({ success: [{ op: { $case: "range", value: { key: enc("lim/"), prefix: true, limit: MAX_RANGE_LIMIT + 1 } } }] }, deadline(5000)));
+      expect(e3.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(e3.message).toContain(String(MAX_RANGE_LIMIT));
+      await stillServes(i, `range-limit-${i}`);
+    }
+  });
+
+  test("a request carrying more than --max-request-bytes: INVALID_ARGUMENT naming the limit, nothing written", async () => {
+    // Each value is well under --max-value-size; together they are over the request budget.
+    const value = "b".repeat(Math.ceil(MAX_REQUEST_BYTES / 4));
+    for (const i of [0, 1, 2]) {
+      const ops = Array.from({ length: 5 }, (_, k) => put(`big/${i}/${k}`, value));
+      const e = await refusal(cl.of(i).txnAsync({ success: ops }, deadline(10_000)));
+      expect(e.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(e.message).toContain(String(MAX_REQUEST_BYTES));
+      expect((await cl.of(i).rangeAsync({ key: enc(`big/${i}/`), prefix: true, countOnly: true }, deadline(5000))).count).toBe(0);
+      // A value over --max-value-size, in a txn and in a Put.
+      const huge = "h".repeat((1 << 20) + 1);
+      const e2 = await refusal(cl.of(i).txnAsync({ success: [put(`big/${i}/huge`, huge)] }, deadline(10_000)));
+      expect(e2.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(e2.message).toContain(String(1 << 20));
+      const e3 = await refusal(cl.of(i).executeAsync({ op: 2, kv: { key: enc(`big/${i}/huge`), value: enc(huge) } }, deadline(10_000)));
+      expect(e3.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(e3.message).toContain(String(1 << 20));
+      await stillServes(i, `bytes-${i}`);
+    }
+  });
+
+  test("malformed Range / Txn / Compact requests are refused with a clear code and the node serves on", async () => {
+    const i = 1;
+    const refusals: [string, Promise<unknown>, grpc.status][] = [
+      ["range_end before key", cl.of(i).rangeAsync({ key: enc("b"), rangeEnd: enc("a") }, deadline(5000)), grpc.status.INVALID_ARGUMENT],
+      ["prefix with range_end", cl.of(i).rangeAsync({ key: enc("a"), rangeEnd: enc("b"), prefix: true }, deadline(5000)), grpc.status.INVALID_ARGUMENT],
+      ["empty single key", cl.of(i).rangeAsync({ key: new Uint8Array(0) }, deadline(5000)), grpc.status.INVALID_ARGUMENT],
+      ["a version in the future", cl.of(i).rangeAsync({ key: enc("a"), version: 1e12 }, deadline(5000)), grpc.status.OUT_OF_RANGE],
+      ["a txn putting one key twice", cl.of(i).txnAsync({ success: [put("twice", "1"), put("twice", "2")] }, deadline(5000)), grpc.status.INVALID_ARGUMENT],
+      ["a txn op with no operation", cl.of(i).txnAsync({ success: [{ op: undefined }] }, deadline(5000)), grpc.status.INVALID_ARGUMENT],
+      ["a compare with an unknown target", cl.of(i).txnAsync({ compare: [{ key: enc("a"), target: 9 as 0 }], success: [] }, deadline(5000)), grpc.status.INVALID_ARGUMENT],
+      ["compact in the future", cl.of(i).compactAsync({ version: 1e12 }, deadline(5000)), grpc.status.OUT_OF_RANGE],
+    ];
+    const got: string[] = [];
+    for (const [what, p, want] of refusals) {
+      const e = await refusal(p);
+      if (e.code !== want) got.push(`${what}: want ${grpc.status[want]}, got ${grpc.status[e.code ?? -1] ?? e.code} (${e.message})`);
+    }
+    expect(got).toEqual([]);
+    expect((await cl.of(i).rangeAsync({ key: enc("twice") }, deadline(5000))).kvs).toEqual([]);
+    await stillServes(i, "malformed");
+  });
+});
