@@ -59,15 +59,15 @@ describe("Watch resume, compaction and progress", () => {
         const roll = rnd.float();
         const batch: Op[] = [];
         try {
-          if (roll < 0.2) {
-            // A txn of 2..5 puts: several events at one version.
-            const k = rnd.int(2, 5);
+          if (roll < 0.6) {
+            // A txn of 2..8 puts: several events at one version.
+            const k = rnd.int(2, 8);
             for (let j = 0; j < k; j++) batch.push({ type: EventType.Put, key: hex(enc(`w/${w}/${n}/${j}`)), value: hex(enc(`t${w}.${n}.${j}`)), version: 0 });
             ops.push(...batch);
             const r = await cl.of(i).txnAsync({ success: batch.map((o) => put(Buffer.from(o.key, "hex"), Buffer.from(o.value, "hex"))) }, deadline(3000));
             for (const o of batch) o.version = r.version;
             for (const o of batch) mine.push(o.key);
-          } else if (roll < 0.25 && mine.length > 0) {
+          } else if (roll < 0.66 && mine.length > 0) {
             const key = mine.splice(rnd.int(0, mine.length - 1), 1)[0]!;
             const o: Op = { type: EventType.Delete, key, value: "", version: 0 };
             batch.push(o);
@@ -90,7 +90,7 @@ describe("Watch resume, compaction and progress", () => {
     };
 
     const t0 = Date.now();
-    const workers = Array.from({ length: 12 }, (_, w) => worker(w));
+    const workers = Array.from({ length: 24 }, (_, w) => worker(w));
     const kills: string[] = [];
     try {
       // 1: the watcher's node is a follower.
