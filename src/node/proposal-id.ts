@@ -17,13 +17,20 @@ const HEADER = 1 + ORIGIN_BYTES + 4;
 
 export class ProposalIds {
   /** This incarnation's origin (random, see the header). */
-  readonly origin: Uint8Array = new Uint8Array(randomBytes(ORIGIN_BYTES));
+  origin: Uint8Array = new Uint8Array(randomBytes(ORIGIN_BYTES));
   private counter = 0;
 
-  /** A new counter value, unique within this incarnation (>= 1). */
+  /**
+   * A new counter value, unique within this origin (>= 1). After 2^32 - 1 proposals the counter
+   * would wrap and look old to the dedupe window: a fresh origin starts instead (a proposal of
+   * the old one still in flight then resolves by its deadline, as a lost one does).
+   */
   next(): number {
-    this.counter = (this.counter + 1) >>> 0 || 1;
-    return this.counter;
+    if (this.counter === 0xffffffff) {
+      this.origin = new Uint8Array(randomBytes(ORIGIN_BYTES));
+      this.counter = 0;
+    }
+    return ++this.counter;
   }
 
   /** Whether an entry's origin is this incarnation's. */

@@ -7,31 +7,45 @@ import { NodeStoppedError, NotLeaderError, ProposalLostError, UnavailableError }
 import { type Logger } from "../node/logger.ts";
 import { type RaftNode, encodePeerContext } from "../node/node.ts";
 import { ConfChangeType } from "../raft/messages.ts";
-import { CommandKind, encodeCommand } from "../storage/command.ts";
-import { KvCorruptionError, type KvEvent } from "../storage/fsm.ts";
+import { type ApplyResult } from "../storage/apply-result.ts";
+import { type Command as StorageCommand, CommandKind, encodeCommand } from "../storage/command.ts";
+import { type ApplyOutcome, type KvEvent } from "../storage/fsm.ts";
 import { type RbdkvClient, RbdkvService, createRbdkvClient } from "./grpc-service.ts";
 import { type ServerOptions } from "./options.ts";
-import { durationToMs } from "./duration.ts";
-import { Status } from "./gen/google/rpc/status.ts";
+import { durationFromMs } from "./duration.ts";
+import { RequestError, applyError, notLeaderStatus, toServiceError } from "./errors.ts";
 import {
+  type CloseSessionRequest,
+  type CloseSessionResponse,
   type ClusterStatsRequest,
   type ClusterStatsResponse,
   type Command,
   type CommandResponse,
+  type CompactRequest,
+  type CompactResponse,
   Event_EventType,
   type JoinRequest,
   type JoinResponse,
-  LeaderInfoResponse,
+  type LeaderInfoResponse,
   type LeaderRequest,
+  type OpenSessionRequest,
+  type OpenSessionResponse,
   OpType,
   type Peer,
+  type RangeRequest,
+  type RangeResponse,
   ReadConsistency,
   type RemoveMemberRequest,
   type RemoveMemberResponse,
+  type TxnRequest,
+  type TxnResponse,
   type WatchRequest,
   type WatchResponse,
 } from "./gen/rbkv.ts";
-import { type WatchMessage, WatcherExistsError, type WatchHub } from "./watch-hub.ts";
+import { type RequestLimits, checkKey, checkMeta, checkValue, rangeQueryOf, rangeResponseOf, ttlMsOf, txnCommandOf, txnResponseOf } from "./requests.ts";
+import { type WatchMessage, type WatchOptions, WatcherExistsError, WatcherOverflowError, type WatchHub } from "./watch-hub.ts";
+
+export { LEADER_INFO_TYPE_URL, RequestError } from "./errors.ts";
 
 /** Set on a request a follower forwards, so the leader never forwards it again. */
 const FORWARDED_METADATA = "rbkv-forwarded";
@@ -39,66 +53,27 @@ const FORWARDED_METADATA = "rbkv-forwarded";
 export const CLUSTER_ID_METADATA = "rbkv-cluster-id";
 /** Trailing metadata of Join: the members' addresses, as JSON {id: {raft, grpc}}. */
 export const PEERS_METADATA = "rbkv-peers";
-/** Trailing metadata on FAILED_PRECONDITION: where the leader is (seed convention). */
-const LEADER_ADDR_METADATA = "rbkv-leader-addr";
-const LEADER_ID_METADATA = "rbkv-leader-id";
-const LEADER_TERM_METADATA = "rbkv-leader-term";
-/** Trailing metadata of gRPC's rich error model: a serialized google.rpc.Status. */
-const STATUS_DETAILS_METADATA = "grpc-status-details-bin";
-/** The type URL of the seed's LeaderInfoResponse in a google.protobuf.Any (as Go's anypb). */
-export const LEADER_INFO_TYPE_URL = "type.googleapis.com/rbdkv.LeaderInfoResponse";
-
 const EMPTY = new Uint8Array(0);
+/** How long a forwarded request may take at the leader. */
+const FORWARD_DEADLINE_MS = 30_000;
+/** The longest a read waits for a version to be applied here (min_version) without a deadline. */
+const MAX_VERSION_WAIT_MS = 30_000;
+const DEFAULT_SESSION_TTL_MS = 5 * 60_000;
+const MIN_SESSION_TTL_MS = 1000;
+const MAX_SESSION_TTL_MS = 24 * 3_600_000;
+const DEFAULT_PROGRESS_INTERVAL_MS = 1000;
+const MIN_PROGRESS_INTERVAL_MS = 50;
+const MAX_PROGRESS_INTERVAL_MS = 60_000;
+
+/** The call's deadline in ms since the epoch, capped (a wait never outlives MAX_VERSION_WAIT_MS). */
+function deadlineOf(call: { getDeadline(): grpc.Deadline }): number {
+  const d = call.getDeadline();
+  const ms = d instanceof Date ? d.getTime() : d;
+  const cap = Date.now() + MAX_VERSION_WAIT_MS;
+  return Number.isFinite(ms) ? Math.min(ms, cap) : cap;
+}
 const DEFAULT_WATCH_CAPACITY = 1024;
 const MAX_WATCH_CAPACITY = 1 << 20;
-
-export class RequestError extends Error {
-  constructor(
-    readonly code: grpc.status,
-    message: string,
-    readonly metadata?: grpc.Metadata,
-  ) {
-    super(message);
-    this.name = "RequestError";
-  }
-}
-
-/**
- * A "not leader" status. The rbkv-leader-* metadata say where the leader is; a
- * FAILED_PRECONDITION also carries the seed's LeaderInfoResponse in the standard error details
- * (grpc-status-details-bin = google.rpc.Status { code, message, details: [Any] }), as the
- * seed's Go server does with status.WithDetails, so a seed client finds the leader there.
- */
-function notLeaderStatus(code: grpc.status, message: string, info: LeaderInfoResponse): Partial<grpc.ServiceError> {
-  const md = new grpc.Metadata();
-  md.set(LEADER_ADDR_METADATA, info.leaderAddr);
-  md.set(LEADER_ID_METADATA, info.leaderId);
-  md.set(LEADER_TERM_METADATA, String(info.term));
-  if (code === grpc.status.FAILED_PRECONDITION) {
-    const details = [{ typeUrl: LEADER_INFO_TYPE_URL, value: LeaderInfoResponse.encode(info).finish() }];
-    md.set(STATUS_DETAILS_METADATA, Buffer.from(Status.encode({ code, message, details }).finish()));
-  }
-  return { code, details: message, metadata: md };
-}
-
-function toServiceError(err: unknown): Partial<grpc.ServiceError> {
-  if (err instanceof RequestError) return { code: err.code, details: err.message, metadata: err.metadata };
-  if (err instanceof NotLeaderError) {
-    // No leader known: UNAVAILABLE (retry later), not a redirect to nowhere.
-    const code = err.leaderId ? grpc.status.FAILED_PRECONDITION : grpc.status.UNAVAILABLE;
-    return notLeaderStatus(code, err.message, { leaderAddr: err.leaderGrpcAddr, leaderId: err.leaderId, term: err.term });
-  }
-  // ABORTED, unlike UNAVAILABLE, tells the client the write certainly did not happen.
-  if (err instanceof ProposalLostError) return { code: grpc.status.ABORTED, details: err.message };
-  if (err instanceof UnavailableError || err instanceof NodeStoppedError) {
-    return { code: grpc.status.UNAVAILABLE, details: err.message };
-  }
-  // A stored record failed its checksum: this node's file is damaged (the message names it).
-  if (err instanceof KvCorruptionError) return { code: grpc.status.DATA_LOSS, details: err.message };
-  const e = err as Partial<grpc.ServiceError>;
-  if (typeof e.code === "number" && typeof e.details === "string") return { code: e.code, details: e.details, metadata: e.metadata };
-  return { code: grpc.status.INTERNAL, details: (err as Error)?.message ?? String(err) };
-}
 
 export class KvService {
   private clusterId = "";
@@ -111,6 +86,13 @@ export class KvService {
     private readonly opts: ServerOptions,
     private readonly log: Logger,
   ) {
+    this.limits = {
+      maxKeyBytes: opts.maxKeyBytes,
+      maxValueBytes: opts.maxValueBytes,
+      maxTxnOps: opts.maxTxnOps,
+      maxRequestBytes: opts.maxRequestBytes,
+      maxRangeLimit: opts.maxRangeLimit,
+    };
     node.onStateReplaced = (from, to) => this.onStateReplaced(from, to);
     node.onLeaderChange = (leader) => {
       // leader_required watches end when this node stops leading.
@@ -119,12 +101,17 @@ export class KvService {
   }
 
   private readonly leaderOnly = new Set<string>();
+  private readonly limits: RequestLimits;
 
   /** Watchers would silently miss the writes a snapshot install skipped: end them instead. */
   private onStateReplaced(from: number, to: number): void {
     this.hub.closeAll(
-      new RequestError(grpc.status.ABORTED, `this node caught up by installing a snapshot; the events of versions ${from}..${to} cannot be delivered: re-read and watch again`),
+      new RequestError(
+        grpc.status.ABORTED,
+        `this node caught up by installing a snapshot; the events of versions ${from}..${to} did not pass through it: watch again with start_version (or re-read)`,
+      ),
     );
+    this.hub.setPublishedThrough(to);
   }
 
   setClusterId(id: string): void {
@@ -145,7 +132,37 @@ export class KvService {
   handlers(): grpc.UntypedServiceImplementation {
     return {
       Execute: (call: grpc.ServerUnaryCall<Command, CommandResponse>, cb: grpc.sendUnaryData<CommandResponse>) => {
-        this.execute(call.request, call.metadata).then(
+        this.execute(call.request, call.metadata, deadlineOf(call)).then(
+          (r) => cb(null, r),
+          (err) => cb(toServiceError(err)),
+        );
+      },
+      Range: (call: grpc.ServerUnaryCall<RangeRequest, RangeResponse>, cb: grpc.sendUnaryData<RangeResponse>) => {
+        this.range(call.request, deadlineOf(call)).then(
+          (r) => cb(null, r),
+          (err) => cb(toServiceError(err)),
+        );
+      },
+      Txn: (call: grpc.ServerUnaryCall<TxnRequest, TxnResponse>, cb: grpc.sendUnaryData<TxnResponse>) => {
+        this.txn(call.request, call.metadata).then(
+          (r) => cb(null, r),
+          (err) => cb(toServiceError(err)),
+        );
+      },
+      Compact: (call: grpc.ServerUnaryCall<CompactRequest, CompactResponse>, cb: grpc.sendUnaryData<CompactResponse>) => {
+        this.compact(call.request, call.metadata).then(
+          (r) => cb(null, r),
+          (err) => cb(toServiceError(err)),
+        );
+      },
+      OpenSession: (call: grpc.ServerUnaryCall<OpenSessionRequest, OpenSessionResponse>, cb: grpc.sendUnaryData<OpenSessionResponse>) => {
+        this.openSession(call.request, call.metadata).then(
+          (r) => cb(null, r),
+          (err) => cb(toServiceError(err)),
+        );
+      },
+      CloseSession: (call: grpc.ServerUnaryCall<CloseSessionRequest, CloseSessionResponse>, cb: grpc.sendUnaryData<CloseSessionResponse>) => {
+        this.closeSession(call.request, call.metadata).then(
           (r) => cb(null, r),
           (err) => cb(toServiceError(err)),
         );
@@ -198,49 +215,45 @@ export class KvService {
 
   // ---- Execute -----------------------------------------------------------------------------
 
-  private validateKey(key: Uint8Array): void {
-    if (key.byteLength === 0) throw new RequestError(grpc.status.INVALID_ARGUMENT, "key must not be empty");
-    if (key.byteLength > this.opts.maxKeyBytes) {
-      throw new RequestError(grpc.status.INVALID_ARGUMENT, `key is ${key.byteLength} bytes; the limit is ${this.opts.maxKeyBytes}`);
-    }
-  }
-
-  private async execute(cmd: Command, md: grpc.Metadata): Promise<CommandResponse> {
+  private async execute(cmd: Command, md: grpc.Metadata, deadline: number): Promise<CommandResponse> {
     this.assertStarted();
     const kv = cmd.kv;
     const key = kv?.key ?? EMPTY;
     switch (cmd.op) {
       case OpType.Get: {
-        this.validateKey(key);
-        if (cmd.rc !== ReadConsistency.Serializable) await this.node.linearizableBarrier();
+        checkKey(key, this.limits);
+        await this.readBarrier(cmd.rc, Math.max(cmd.minVersion, 0), deadline);
         const rec = this.node.kv.get(key, kv?.version ?? 0, Date.now());
         if (!rec) throw new RequestError(grpc.status.NOT_FOUND, `key not found${kv?.version ? ` at version ${kv.version}` : ""}`);
         return { key: rec.key, value: rec.value, meta: rec.meta, version: rec.version };
       }
-      case OpType.Put: {
-        this.validateKey(key);
-        const value = kv?.value ?? EMPTY;
-        if (value.byteLength > this.opts.maxValueBytes) {
-          throw new RequestError(grpc.status.INVALID_ARGUMENT, `value is ${value.byteLength} bytes; the limit is ${this.opts.maxValueBytes}`);
-        }
-        const meta = kv?.meta ?? 0;
-        if (!Number.isInteger(meta) || meta < 0 || meta > 0xffffffff) throw new RequestError(grpc.status.INVALID_ARGUMENT, `meta ${meta} is not a uint32`);
+      case OpType.Put:
+      case OpType.Delete: {
+        checkKey(key, this.limits);
+        let write: StorageCommand;
         let ttlMs = 0;
-        if (kv?.ttl) {
-          ttlMs = durationToMs(kv.ttl);
-          if (!(ttlMs > 0) || !Number.isFinite(ttlMs)) throw new RequestError(grpc.status.INVALID_ARGUMENT, "ttl must be positive");
+        if (cmd.op === OpType.Put) {
+          const value = kv?.value ?? EMPTY;
+          checkValue(value, this.limits);
+          const meta = kv?.meta ?? 0;
+          checkMeta(meta);
+          ttlMs = ttlMsOf(kv?.ttl);
+          write = { kind: CommandKind.Put, key, value, meta, expireAt: ttlMs > 0 ? Date.now() + ttlMs : 0 };
+        } else write = { kind: CommandKind.Delete, key };
+        if (cmd.sessionId !== 0) {
+          // Exactly-once: the leader stamps its clock (session expiry is decided by it) and the
+          // state machine answers a retry with the stored result.
+          if (!this.node.isLeader()) return this.forwardExecute(cmd, md);
+          const out = await this.node.propose(encodeCommand(this.inSession(cmd.sessionId, cmd.seq, write)));
+          const result = this.expectResult(out);
+          if (result.kind !== "write") throw new RequestError(grpc.status.INTERNAL, `unexpected ${result.kind} result for a write`);
+          return { key, value: EMPTY, meta: 0, version: result.version };
         }
         // The leader stamps a TTL's absolute expiry into the entry so every replica agrees (and
         // no follower's clock matters): a follower hands such a put to the leader's API.
         // Other writes go through the Raft transport (RaftNode.propose forwards them).
-        if (ttlMs > 0 && !this.node.isLeader()) return this.forward(cmd, md);
-        const data = encodeCommand({ kind: CommandKind.Put, key, value, meta, expireAt: ttlMs > 0 ? Date.now() + ttlMs : 0 });
-        const out = await this.node.propose(data);
-        return { key, value: EMPTY, meta: 0, version: out.version };
-      }
-      case OpType.Delete: {
-        this.validateKey(key);
-        const out = await this.node.propose(encodeCommand({ kind: CommandKind.Delete, key }));
+        if (ttlMs > 0 && !this.node.isLeader()) return this.forwardExecute(cmd, md);
+        const out = await this.node.propose(encodeCommand(write));
         return { key, value: EMPTY, meta: 0, version: out.version };
       }
       default:
@@ -248,20 +261,97 @@ export class KvService {
     }
   }
 
-  /** A follower passes a write to the leader (once: a forwarded request is never forwarded again). */
-  private forward(cmd: Command, md: grpc.Metadata): Promise<CommandResponse> {
-    if (md.get(FORWARDED_METADATA).length > 0) return Promise.reject(this.node.notLeader());
-    const leader = this.node.leader();
-    if (!leader.id || !leader.grpcAddr || leader.id === this.node.id) return Promise.reject(this.node.notLeader());
-    const client = this.forwardClient(leader.grpcAddr);
-    const out = new grpc.Metadata();
-    out.set(FORWARDED_METADATA, this.node.id);
-    return new Promise((resolve, reject) => {
-      client.execute(cmd, out, { deadline: Date.now() + 30_000 }, (err, resp) => {
-        if (err) reject(err);
-        else resolve(resp!);
-      });
-    });
+  /**
+   * What a read must wait for before it reads this node's copy: a linearizable read the
+   * leader's confirmation (ReadIndex), any read this node's applying `minVersion` (bounded by
+   * the deadline).
+   */
+  private async readBarrier(rc: ReadConsistency, minVersion: number, deadline: number): Promise<void> {
+    if (rc !== ReadConsistency.Serializable) await this.node.linearizableBarrier();
+    if (minVersion > this.node.appliedIndex()) await this.node.waitApplied(minVersion, deadline);
+  }
+
+  /** Wraps a write in the client's session, stamped with this (the leader's) clock. */
+  private inSession(sessionId: number, seq: number, inner: StorageCommand): StorageCommand {
+    if (!Number.isSafeInteger(seq) || seq < 1) throw new RequestError(grpc.status.INVALID_ARGUMENT, `seq must be >= 1 with a session_id, got ${seq}`);
+    return { kind: CommandKind.InSession, sessionId, seq, nowMs: Date.now(), inner };
+  }
+
+  /** The result of a command that has one; a refusal of the state machine becomes its status. */
+  private expectResult(out: ApplyOutcome): ApplyResult {
+    const r = out.result;
+    if (!r) throw new RequestError(grpc.status.INTERNAL, `the command applied at ${out.index} produced no result`);
+    if (r.kind === "error") throw applyError(r.code, r.message);
+    return r;
+  }
+
+  private forwardExecute(cmd: Command, md: grpc.Metadata): Promise<CommandResponse> {
+    return this.forwardToLeader<CommandResponse>(md, (client, out, cb) => client.execute(cmd, out, { deadline: Date.now() + FORWARD_DEADLINE_MS }, cb));
+  }
+
+  // ---- Range, Txn, Compact, sessions ---------------------------------------------------------
+
+  private async range(req: RangeRequest, deadline: number): Promise<RangeResponse> {
+    this.assertStarted();
+    const q = rangeQueryOf(req, this.limits, Date.now());
+    // A read at a version this node has not applied yet waits for it, as min_version does:
+    // pages of one range may be served by different members.
+    await this.readBarrier(req.rc, Math.max(req.minVersion, req.version), deadline);
+    return rangeResponseOf(this.node.kv.range(q));
+  }
+
+  private async txn(req: TxnRequest, md: grpc.Metadata): Promise<TxnResponse> {
+    this.assertStarted();
+    // A txn's compares see TTLs at the leader's clock, and a session expires by it: the leader
+    // stamps the time, so a follower hands the whole txn to the leader's API.
+    if (!this.node.isLeader()) {
+      return this.forwardToLeader<TxnResponse>(md, (client, out, cb) => client.txn(req, out, { deadline: Date.now() + FORWARD_DEADLINE_MS }, cb));
+    }
+    const txn = txnCommandOf(req, this.limits, Date.now());
+    const cmd = req.sessionId !== 0 ? this.inSession(req.sessionId, req.seq, txn) : txn;
+    const result = this.expectResult(await this.node.propose(encodeCommand(cmd)));
+    if (result.kind !== "txn") throw new RequestError(grpc.status.INTERNAL, `unexpected ${result.kind} result for a txn`);
+    return txnResponseOf(result);
+  }
+
+  private async compact(req: CompactRequest, md: grpc.Metadata): Promise<CompactResponse> {
+    this.assertStarted();
+    if (!this.node.isLeader()) {
+      return this.forwardToLeader<CompactResponse>(md, (client, out, cb) => client.compact(req, out, { deadline: Date.now() + FORWARD_DEADLINE_MS }, cb));
+    }
+    if (req.version < 1) throw new RequestError(grpc.status.INVALID_ARGUMENT, "compact needs a version >= 1");
+    const applied = this.node.appliedIndex();
+    if (req.version > applied) throw new RequestError(grpc.status.OUT_OF_RANGE, `version ${req.version} is in the future: the store is at version ${applied}`);
+    const compacted = this.node.kv.compactedVersion;
+    if (req.version <= compacted) throw new RequestError(grpc.status.OUT_OF_RANGE, `version ${req.version} is already compacted: the oldest version kept is ${compacted}`);
+    const result = this.expectResult(await this.node.propose(encodeCommand({ kind: CommandKind.Compact, version: req.version })));
+    if (result.kind !== "compacted") throw new RequestError(grpc.status.INTERNAL, `unexpected ${result.kind} result for a compaction`);
+    this.log.info(`compacted the history below version ${result.compacted}`);
+    return { compacted: result.compacted };
+  }
+
+  private async openSession(req: OpenSessionRequest, md: grpc.Metadata): Promise<OpenSessionResponse> {
+    this.assertStarted();
+    if (!this.node.isLeader()) {
+      return this.forwardToLeader<OpenSessionResponse>(md, (client, out, cb) => client.openSession(req, out, { deadline: Date.now() + FORWARD_DEADLINE_MS }, cb));
+    }
+    const ttlMs = req.ttl ? ttlMsOf(req.ttl) : DEFAULT_SESSION_TTL_MS;
+    if (ttlMs < MIN_SESSION_TTL_MS || ttlMs > MAX_SESSION_TTL_MS) {
+      throw new RequestError(grpc.status.INVALID_ARGUMENT, `session ttl must be between ${MIN_SESSION_TTL_MS / 1000}s and ${MAX_SESSION_TTL_MS / 3_600_000}h, got ${ttlMs}ms`);
+    }
+    const result = this.expectResult(await this.node.propose(encodeCommand({ kind: CommandKind.SessionOpen, nowMs: Date.now(), ttlMs })));
+    if (result.kind !== "session-opened") throw new RequestError(grpc.status.INTERNAL, `unexpected ${result.kind} result for a session`);
+    return { sessionId: result.sessionId, ttl: durationFromMs(result.ttlMs) };
+  }
+
+  private async closeSession(req: CloseSessionRequest, md: grpc.Metadata): Promise<CloseSessionResponse> {
+    this.assertStarted();
+    if (!this.node.isLeader()) {
+      return this.forwardToLeader<CloseSessionResponse>(md, (client, out, cb) => client.closeSession(req, out, { deadline: Date.now() + FORWARD_DEADLINE_MS }, cb));
+    }
+    if (req.sessionId < 1) throw new RequestError(grpc.status.INVALID_ARGUMENT, "close needs a session_id");
+    this.expectResult(await this.node.propose(encodeCommand({ kind: CommandKind.SessionClose, nowMs: Date.now(), sessionId: req.sessionId })));
+    return {};
   }
 
   private forwardClient(addr: string): RbdkvClient {
@@ -299,10 +389,26 @@ export class KvService {
     const capacity = Math.min(MAX_WATCH_CAPACITY, req.eventCapacity > 0 ? req.eventCapacity : DEFAULT_WATCH_CAPACITY);
     let handle;
     try {
-      handle = this.hub.register(id, req.prefixes, capacity, {
-        write: (m: WatchMessage) => call.write({ watcherId: id, event: m.kind === "event" ? toPbEvent(m.event, id) : progressEvent(m.version, id) }),
-        fail: (err: Error) => fail(err instanceof RequestError ? err : new RequestError(grpc.status.RESOURCE_EXHAUSTED, err.message)),
-      });
+      if (req.progressIntervalMs !== 0 && (req.progressIntervalMs < MIN_PROGRESS_INTERVAL_MS || req.progressIntervalMs > MAX_PROGRESS_INTERVAL_MS)) {
+        throw new RequestError(grpc.status.INVALID_ARGUMENT, `progress_interval_ms must be between ${MIN_PROGRESS_INTERVAL_MS} and ${MAX_PROGRESS_INTERVAL_MS}, got ${req.progressIntervalMs}`);
+      }
+      // Everything applied here has been published to the hub (the applier publishes before it
+      // advances the applied index), so this never claims events the hub has not seen.
+      this.hub.setPublishedThrough(this.node.appliedIndex());
+      const opts: WatchOptions = {
+        startVersion: req.startVersion,
+        progressIntervalMs: req.progressNotify ? req.progressIntervalMs || DEFAULT_PROGRESS_INTERVAL_MS : undefined,
+      };
+      handle = this.hub.register(
+        id,
+        req.prefixes,
+        capacity,
+        {
+          write: (m: WatchMessage) => call.write({ watcherId: id, event: m.kind === "event" ? toPbEvent(m.event, id) : progressEvent(m.version, id) }),
+          fail: (err: Error) => fail(err instanceof WatcherOverflowError ? new RequestError(grpc.status.RESOURCE_EXHAUSTED, err.message) : err),
+        },
+        opts,
+      );
     } catch (err) {
       if (err instanceof WatcherExistsError) fail(new RequestError(grpc.status.ALREADY_EXISTS, err.message));
       else fail(err);

@@ -29,6 +29,12 @@ export interface ServerOptions {
   electionMs: number;
   maxKeyBytes: number;
   maxValueBytes: number;
+  /** Operations per Txn (compares, and each branch). */
+  maxTxnOps: number;
+  /** Bytes of keys and values in one Txn. */
+  maxRequestBytes: number;
+  /** kvs per Range page. */
+  maxRangeLimit: number;
   logLevel: LogLevel;
   /**
    * The seed's --backup-go-num / --restore-go-num (goroutines for snapshot streaming and
@@ -57,6 +63,9 @@ export const SERVER_FLAGS = [
   { flag: "--election-timeout <ms>", help: "election timeout in ms (a multiple of the heartbeat)", default: 1000 },
   { flag: "--max-key-size <bytes>", help: "largest key accepted", default: 4096 },
   { flag: "--max-value-size <bytes>", help: "largest value accepted", default: 1 << 20 },
+  { flag: "--max-txn-ops <n>", help: "most compares, and most operations per branch, in one Txn", default: 128 },
+  { flag: "--max-request-bytes <bytes>", help: "most bytes of keys and values in one Txn", default: 2 << 20 },
+  { flag: "--max-range-limit <n>", help: "most keys one Range page returns", default: 10000 },
   { flag: "--log-level <level>", help: "debug, info, warn or error", default: "info" },
   { flag: "--unsafe-no-fsync", help: "UNSAFE: do not fsync the Raft log; a machine crash can lose acknowledged writes" },
   { flag: "--backup-go-num <n>", help: "accepted for seed compatibility; snapshot streaming is sequential, so it has no effect", default: 4 },
@@ -147,6 +156,9 @@ export function parseServerOptions(raw: Raw): ServerOptions {
     electionMs,
     maxKeyBytes: int(raw, "maxKeySize", "max-key-size", 4096, 1, 1 << 20),
     maxValueBytes: int(raw, "maxValueSize", "max-value-size", 1 << 20, 1, 64 << 20),
+    maxTxnOps: int(raw, "maxTxnOps", "max-txn-ops", 128, 1, 10_000),
+    maxRequestBytes: int(raw, "maxRequestBytes", "max-request-bytes", 2 << 20, 1024, 64 << 20),
+    maxRangeLimit: int(raw, "maxRangeLimit", "max-range-limit", 10000, 1, 1_000_000),
     logLevel,
     backupGoNum: int(raw, "backupGoNum", "backup-go-num", 4, 1, 1024),
     restoreGoNum: int(raw, "restoreGoNum", "restore-go-num", 4, 1, 1024),

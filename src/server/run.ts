@@ -110,7 +110,9 @@ export async function runServer(o: ServerOptions): Promise<void> {
   parseHostPort(o.grpcAddr, "grpc-addr");
 
   const server = new grpc.Server({
-    "grpc.max_receive_message_length": o.maxKeyBytes + o.maxValueBytes + (64 << 10),
+    // Twice the largest request we accept, so a request somewhat over a limit reaches the
+    // handler and is refused naming the limit (INVALID_ARGUMENT) rather than by grpc-js.
+    "grpc.max_receive_message_length": 2 * Math.max(o.maxKeyBytes + o.maxValueBytes, o.maxRequestBytes) + (64 << 10),
     "grpc.max_send_message_length": 64 << 20,
   });
   const grpcPort = await bindGrpc(server, o.grpcAddr);
@@ -134,8 +136,9 @@ export async function runServer(o: ServerOptions): Promise<void> {
     heartbeatTicks: 1,
     logger: log,
   });
-  const hub = new WatchHub();
-  node.onEvents = (events) => hub.publish(events);
+  // The hub replays resumed watches from the state machine's history (opened by node.start).
+  const hub = new WatchHub({ changes: (after, through, prefixes, limit) => node.kv.changes(after, through, prefixes, limit) });
+  node.onEvents = (events, appliedThrough) => hub.publish(events, appliedThrough);
   const service = new KvService(node, hub, o, log);
   server.addService(service.definition(), service.handlers());
 

@@ -32,7 +32,7 @@
 // integers. Every field is length-delimited and the total length must match exactly, so
 // truncation and trailing garbage are both detected.
 //
-// Decoding is total: any input that is not exactly an encoding this encoder could produce throws
+// Decoding is total; any input that is not exactly an encoding this encoder could produce throws
 // CommandDecodeError, never another exception. Counts are checked against the bytes left (each
 // element has a minimum encoded size) before any element is read, so a corrupt count cannot make
 // the decoder allocate or loop beyond the input's size. Flag/enum bytes outside their range are

@@ -3,6 +3,7 @@
 // verification of the whole file at open (fsm-verify.ts).
 
 import { createHash } from "node:crypto";
+import { decodeApplyResult } from "./apply-result.ts";
 import { CRC_BYTES, crcSeed, recordIntact, sealRecord } from "./record-checksum.ts";
 
 export class KvStoreError extends Error {
@@ -28,20 +29,50 @@ export class KvCorruptionError extends KvStoreError {
   }
 }
 
+/** A read at a version (or changes after one) below the compacted version: that history is gone. */
+export class VersionCompactedError extends KvStoreError {
+  constructor(
+    readonly requested: number,
+    /** The oldest version still readable (KvStore.compactedVersion). */
+    readonly compacted: number,
+  ) {
+    super(`version ${requested} is compacted: the oldest version kept is ${compacted}`);
+    this.name = "VersionCompactedError";
+  }
+}
+
+/** A read at a version above the applied index: this replica has not got there (yet). */
+export class VersionFutureError extends KvStoreError {
+  constructor(
+    readonly requested: number,
+    readonly applied: number,
+  ) {
+    super(`version ${requested} is in the future: this node has applied up to version ${applied}`);
+    this.name = "VersionFutureError";
+  }
+}
+
 // ── constants ─────────────────────────────────────────────────────────────────────────────────
 export const INLINE_KEY_MAX = 480;
 const HASH_LEN = 32;
 export const HASHED_KEY_LEN = INLINE_KEY_MAX + HASH_LEN;
-export const REC_HEADER = 21;
+export const REC_HEADER = 29;
 const FLAG_FULL_KEY = 1;
 export const KIND_PUT = 0;
 export const KIND_TOMB = 1;
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
 const FORMAT_NAME = Buffer.from("rbkv-fsm\x00");
 export const META_FORMAT = Buffer.from("format");
 export const META_APPLIED = Buffer.from("applied");
+export const META_COMPACTED = Buffer.from("compacted");
+export const META_CLOCK = Buffer.from("clock");
 const META_FORMAT_SEED = crcSeed(META_FORMAT);
 const META_APPLIED_SEED = crcSeed(META_APPLIED);
+/** What each older format version lacks, for the refusal message. */
+const OLDER_FORMATS: Record<number, string> = {
+  1: "without record checksums",
+  2: "without create versions, the changes index, sessions and proposal dedupe",
+};
 
 // ── small binary helpers ──────────────────────────────────────────────────────────────────────
 // Byte arithmetic rather than DataView: in Bun, touching `.buffer` of a typed array materialises an
@@ -159,13 +190,23 @@ export function parseExpiryValue(ek: Uint8Array, v: Uint8Array): { key: Uint8Arr
 
 // ── records of `latest` and `history` ─────────────────────────────────────────────────────────
 /** A sealed record for the LMDB key whose CRC seed is `seed` (crcSeed of skey or of the history key). */
-export function encodeRecord(seed: number, skey: Uint8Array, key: Uint8Array, value: Uint8Array, meta: number, version: number, expireAt: number): Buffer {
+export function encodeRecord(
+  seed: number,
+  skey: Uint8Array,
+  key: Uint8Array,
+  value: Uint8Array,
+  meta: number,
+  version: number,
+  expireAt: number,
+  createVersion: number,
+): Buffer {
   const full = isHashed(skey);
   const out = Buffer.allocUnsafe(REC_HEADER + (full ? 4 + key.length : 0) + value.length + CRC_BYTES);
   out[0] = full ? FLAG_FULL_KEY : 0;
   putU32LE(out, 1, meta >>> 0);
   putU64LE(out, 5, version);
   putU64LE(out, 13, expireAt);
+  putU64LE(out, 21, createVersion);
   let p = REC_HEADER;
   if (full) {
     putU32LE(out, p, key.length);
@@ -178,6 +219,7 @@ export function encodeRecord(seed: number, skey: Uint8Array, key: Uint8Array, va
 }
 export const recVersion = (r: Uint8Array): number => getU64LE(r, 5);
 export const recExpireAt = (r: Uint8Array): number => getU64LE(r, 13);
+export const recCreate = (r: Uint8Array): number => getU64LE(r, 21);
 export function recMeta(r: Uint8Array): number {
   return getU32LE(r, 1);
 }
@@ -233,9 +275,8 @@ export function checkFormatMarker(file: string, marker: Uint8Array | undefined):
   if (m && m.length > FORMAT_NAME.length && m.subarray(0, FORMAT_NAME.length).equals(FORMAT_NAME)) {
     const version = m[FORMAT_NAME.length];
     if (version !== FORMAT_VERSION) {
-      throw new KvStoreError(
-        `${file}: FSM format version ${version}${version < FORMAT_VERSION ? " (written by an older rbkv, without record checksums)" : " (written by a newer rbkv)"}; this rbkv reads format version ${FORMAT_VERSION} only, refusing to open it`,
-      );
+      const why = version < FORMAT_VERSION ? ` (written by an older rbkv, ${OLDER_FORMATS[version] ?? "in an older layout"})` : " (written by a newer rbkv)";
+      throw new KvStoreError(`${file}: FSM format version ${version}${why}; this rbkv reads format version ${FORMAT_VERSION} only, refusing to open it`);
     }
     if (m.length !== FORMAT_NAME.length + 1 + CRC_BYTES || !recordIntact(m, META_FORMAT_SEED)) {
       throw new KvCorruptionError(file, 'meta record "format"', "checksum mismatch");
@@ -274,6 +315,11 @@ export function describeRecord(db: string, key: Uint8Array): string {
   }
   if (db === "expiry" && key.length > 8) return `expiry record for key ${printableKey(key.subarray(8))} at ${getU64BE(key, 0)}`;
   if (db === "meta") return `meta record ${printableKey(key)}`;
+  if (db === "changes" && key.length > 8) return `changes record for key ${printableKey(key.subarray(8))} at version ${getU64BE(key, 0)}`;
+  if (db === "sessions" && key.length === 8) return `sessions record for session ${getU64BE(key, 0)}`;
+  if (db === "session-results" && key.length === 16) return `session-results record for session ${getU64BE(key, 0)} seq ${getU64BE(key, 8)}`;
+  if (db === "session-expiry" && key.length === 16) return `session-expiry record for session ${getU64BE(key, 8)} at ${getU64BE(key, 0)}`;
+  if (db === "proposals") return `proposals record for origin ${u8view(key).toString("hex")}`;
   return `${db} record for key ${printableKey(key)}`;
 }
 
@@ -295,11 +341,15 @@ export function checkRecord(db: "latest" | "history", key: Uint8Array, value: Ui
   if (!Number.isSafeInteger(ver) || ver < 1 || ver > applied) return `record version ${ver} outside 1..${applied}`;
   if (!Number.isSafeInteger(recExpireAt(value))) return "bad expireAt";
   let skey: Uint8Array = key;
+  let tomb = false;
   if (db === "history") {
     const hk = parseHistoryKey(key);
     if (!hk || (hk.kind !== KIND_PUT && hk.kind !== KIND_TOMB) || hk.version !== ver) return "malformed history key";
     skey = hk.skey;
+    tomb = hk.kind === KIND_TOMB;
   }
+  const create = recCreate(value);
+  if (tomb ? create !== 0 : !Number.isSafeInteger(create) || create < 1 || create > ver) return `bad create version ${create} (version ${ver})`;
   return checkStorageKey(skey, recFullKey(value));
 }
 
@@ -313,4 +363,170 @@ export function checkExpiry(key: Uint8Array, value: Uint8Array, applied: number)
   const ver = getU64LE(value, 0);
   if (!Number.isSafeInteger(ver) || ver < 1 || ver > applied) return `expiry version ${ver} outside 1..${applied}`;
   return checkStorageKey(skey, full);
+}
+
+// ── the changes index ─────────────────────────────────────────────────────────────────────────
+export const CHANGE_PUT = 0;
+export const CHANGE_DELETE = 1;
+/** be64(version) ‖ skey: events in (version, storage key) order. */
+export function changeKey(version: number, skey: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(8 + skey.length);
+  putU64BE(out, 0, version);
+  out.set(skey, 8);
+  return out;
+}
+/** [u8 kind][crc]: the event's data is the record of (skey, version) in latest/history. */
+export function changeValue(ck: Uint8Array, kind: number): Buffer {
+  const out = Buffer.allocUnsafe(1 + CRC_BYTES);
+  out[0] = kind;
+  sealRecord(out, crcSeed(ck));
+  return out;
+}
+/** What is wrong with a changes record, or null. Versions at or below `compacted` are gone. */
+export function checkChange(key: Uint8Array, value: Uint8Array, applied: number, compacted: number): string | null {
+  if (!recordIntact(value, crcSeed(key))) return "checksum mismatch";
+  if (key.length < 9 || value.length !== 1 + CRC_BYTES || (value[0] !== CHANGE_PUT && value[0] !== CHANGE_DELETE)) return "malformed changes record";
+  const ver = getU64BE(key, 0);
+  if (ver <= compacted || ver > applied) return `change version ${ver} outside ${compacted + 1}..${applied}`;
+  const skey = key.subarray(8);
+  if (skey.length > HASHED_KEY_LEN || (isHashed(skey) && skey.length !== HASHED_KEY_LEN)) return "bad key length";
+  return null;
+}
+
+// ── f64 fields (sessions, proposals): the command codec's number encoding ────────────────────
+const f64 = new Float64Array(1);
+const f64Bytes = new Uint8Array(f64.buffer);
+const littleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+function putF64(out: Uint8Array, p: number, v: number): void {
+  f64[0] = v;
+  for (let i = 0; i < 8; i++) out[p + i] = f64Bytes[littleEndian ? i : 7 - i];
+}
+function getF64(d: Uint8Array, p: number): number {
+  for (let i = 0; i < 8; i++) f64Bytes[littleEndian ? i : 7 - i] = d[p + i];
+  return f64[0];
+}
+const isCount = (n: number): boolean => Number.isSafeInteger(n) && n >= 0;
+
+// ── sessions ──────────────────────────────────────────────────────────────────────────────────
+export interface SessionState {
+  ttlMs: number;
+  /** The clock (meta "clock") when the session was opened or last used. */
+  lastActiveMs: number;
+  /** Highest seq applied under it (0: none). */
+  highSeq: number;
+}
+export function sessionKey(id: number): Buffer {
+  const out = Buffer.allocUnsafe(8);
+  putU64BE(out, 0, id);
+  return out;
+}
+/** [f64 ttlMs][f64 lastActiveMs][f64 highSeq][crc]. */
+export function sessionValue(sk: Uint8Array, s: SessionState): Buffer {
+  const out = Buffer.allocUnsafe(24 + CRC_BYTES);
+  putF64(out, 0, s.ttlMs);
+  putF64(out, 8, s.lastActiveMs);
+  putF64(out, 16, s.highSeq);
+  sealRecord(out, crcSeed(sk));
+  return out;
+}
+/** The fields of a session record (checked first). */
+export function parseSession(v: Uint8Array): SessionState {
+  return { ttlMs: getF64(v, 0), lastActiveMs: getF64(v, 8), highSeq: getF64(v, 16) };
+}
+export function checkSession(key: Uint8Array, value: Uint8Array, applied: number): string | null {
+  if (!recordIntact(value, crcSeed(key))) return "checksum mismatch";
+  if (key.length !== 8 || value.length !== 24 + CRC_BYTES) return "malformed sessions record";
+  const id = getU64BE(key, 0);
+  if (id < 1 || id > applied) return `session id ${id} outside 1..${applied}`;
+  const s = parseSession(value);
+  if (!isCount(s.ttlMs) || !isCount(s.lastActiveMs) || !isCount(s.highSeq)) return "malformed sessions record";
+  return null;
+}
+/** When a session expires: idle for its ttl (clamped to a safe integer). */
+export function sessionExpiresAt(s: SessionState): number {
+  return Math.min(Number.MAX_SAFE_INTEGER, s.lastActiveMs + s.ttlMs);
+}
+/** be64(id) ‖ be64(seq). */
+export function sessionResultKey(id: number, seq: number): Buffer {
+  const out = Buffer.allocUnsafe(16);
+  putU64BE(out, 0, id);
+  putU64BE(out, 8, seq);
+  return out;
+}
+/** An encoded ApplyResult followed by its crc. */
+export function sessionResultValue(rk: Uint8Array, encoded: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(encoded.length + CRC_BYTES);
+  out.set(encoded, 0);
+  sealRecord(out, crcSeed(rk));
+  return out;
+}
+/** Checksum, structure, and that the stored result decodes. */
+export function checkSessionResult(key: Uint8Array, value: Uint8Array, applied: number): string | null {
+  if (!recordIntact(value, crcSeed(key))) return "checksum mismatch";
+  if (key.length !== 16 || value.length < 1 + CRC_BYTES) return "malformed session-results record";
+  const id = getU64BE(key, 0);
+  if (id < 1 || id > applied) return `session id ${id} outside 1..${applied}`;
+  try {
+    decodeApplyResult(value.subarray(0, value.length - CRC_BYTES));
+  } catch (e) {
+    return `undecodable result (${e instanceof Error ? e.message : String(e)})`;
+  }
+  return null;
+}
+/** be64(expiresAtMs) ‖ be64(id): sessions by expiry time, oldest first. The value is just a crc. */
+export function sessionExpiryKey(expiresAtMs: number, id: number): Buffer {
+  const out = Buffer.allocUnsafe(16);
+  putU64BE(out, 0, expiresAtMs);
+  putU64BE(out, 8, id);
+  return out;
+}
+export function sessionExpiryValue(ek: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(CRC_BYTES);
+  sealRecord(out, crcSeed(ek));
+  return out;
+}
+export function checkSessionExpiry(key: Uint8Array, value: Uint8Array, applied: number): string | null {
+  if (!recordIntact(value, crcSeed(key))) return "checksum mismatch";
+  if (key.length !== 16 || value.length !== CRC_BYTES) return "malformed session-expiry record";
+  const id = getU64BE(key, 8);
+  if (id < 1 || id > applied) return `session id ${id} outside 1..${applied}`;
+  return null;
+}
+
+// ── proposal dedupe ───────────────────────────────────────────────────────────────────────────
+export const ORIGIN_LEN = 8;
+/** [f64 high][u32 mask][f64 lastIndex][crc] under the origin's 8 bytes. */
+export function proposalValue(origin: Uint8Array, high: number, mask: number, lastIndex: number): Buffer {
+  const out = Buffer.allocUnsafe(20 + CRC_BYTES);
+  putF64(out, 0, high);
+  putU32LE(out, 8, mask >>> 0);
+  putF64(out, 12, lastIndex);
+  sealRecord(out, crcSeed(origin));
+  return out;
+}
+export function parseProposal(v: Uint8Array): { high: number; mask: number; lastIndex: number } {
+  return { high: getF64(v, 0), mask: getU32LE(v, 8), lastIndex: getF64(v, 12) };
+}
+export function checkProposal(key: Uint8Array, value: Uint8Array, applied: number): string | null {
+  if (!recordIntact(value, crcSeed(key))) return "checksum mismatch";
+  if (key.length !== ORIGIN_LEN || value.length !== 20 + CRC_BYTES) return "malformed proposals record";
+  const p = parseProposal(value);
+  if (!isCount(p.high) || p.high < 1 || !isCount(p.lastIndex) || p.lastIndex > applied) return "malformed proposals record";
+  return null;
+}
+
+// ── meta "compacted" and "clock": le64 ‖ crc like "applied" ───────────────────────────────────
+export function meta64Record(key: Uint8Array, n: number): Buffer {
+  const out = Buffer.allocUnsafe(8 + CRC_BYTES);
+  putU64LE(out, 0, n);
+  sealRecord(out, crcSeed(key));
+  return out;
+}
+/** The number in a le64 meta record (0 when absent); KvCorruptionError if it is damaged. */
+export function parseMeta64(file: string, key: Uint8Array, v: Uint8Array | undefined): number {
+  if (v === undefined) return 0;
+  if (v.length !== 8 + CRC_BYTES || !recordIntact(v, crcSeed(key))) throw new KvCorruptionError(file, describeRecord("meta", key), "checksum mismatch");
+  const n = getU64LE(v, 0);
+  if (!Number.isSafeInteger(n)) throw new KvCorruptionError(file, describeRecord("meta", key), "malformed meta record");
+  return n;
 }

@@ -11,15 +11,24 @@ import {
   KvCorruptionError,
   KvStoreError,
   META_APPLIED,
+  META_CLOCK,
+  META_COMPACTED,
   META_FORMAT,
+  checkChange,
   checkExpiry,
   checkFormatMarker,
+  checkProposal,
   checkRecord,
+  checkSession,
+  checkSessionExpiry,
+  checkSessionResult,
   describeRecord,
   parseApplied,
+  parseMeta64,
 } from "./fsm-format.ts";
 
-export const DB_NAMES = ["latest", "history", "expiry", "meta"] as const;
+export const DB_NAMES = ["latest", "history", "expiry", "meta", "changes", "sessions", "session-results", "session-expiry", "proposals"] as const;
+export type DbName = (typeof DB_NAMES)[number];
 
 export interface Verification {
   /** Records checked in all databases. */
@@ -46,37 +55,47 @@ export function verifyFsmFile(file: string, txnId: number): Verification | null 
     const { dbs, plain } = walker.databases();
     if (dbs.size === 0 && plain === 0) return null;
     const names = [...dbs.keys()];
-    if (plain > 0 || names.length !== DB_NAMES.length || !DB_NAMES.every((n) => dbs.has(n))) {
-      throw new KvStoreError(
+    const notOurs = () =>
+      new KvStoreError(
         `${file} is an LMDB file but not an rbkv FSM store (databases: ${names.map((n) => JSON.stringify(n)).join(", ")}${plain > 0 ? `, and ${plain} other records` : ""}); refusing to use it`,
       );
-    }
-    const db = (name: (typeof DB_NAMES)[number]): LmdbDb => dbs.get(name)!;
-    // The format first: a file of an older format fails every checksum, and should say so instead.
+    const ours = new Set<string>(DB_NAMES);
+    if (plain > 0 || !dbs.has("meta") || names.some((n) => !ours.has(n))) throw notOurs();
+    // The format first: a file of an older format fails every checksum (and may have fewer
+    // databases), and should say so instead.
     let format: Buffer | undefined;
     let appliedValue: Buffer | undefined;
+    let compactedValue: Buffer | undefined;
     let records = 0;
-    walker.walk("meta", db("meta"), (k, v) => {
+    walker.walk("meta", dbs.get("meta")!, (k, v) => {
       records++;
       const key = Buffer.from(k);
       if (key.equals(META_FORMAT)) format = Buffer.from(v);
       else if (key.equals(META_APPLIED)) appliedValue = Buffer.from(v);
+      else if (key.equals(META_COMPACTED)) compactedValue = Buffer.from(v);
+      else if (key.equals(META_CLOCK)) parseMeta64(file, META_CLOCK, v);
       else throw new KvCorruptionError(file, describeRecord("meta", k), "unknown record");
     });
     checkFormatMarker(file, format);
+    if (names.length !== DB_NAMES.length) throw notOurs();
+    const db = (name: DbName): LmdbDb => dbs.get(name)!;
     const applied = parseApplied(file, appliedValue);
-    for (const name of ["latest", "history"] as const) {
+    const compacted = parseMeta64(file, META_COMPACTED, compactedValue);
+    if (compacted > applied) throw new KvCorruptionError(file, describeRecord("meta", META_COMPACTED), `compacted version ${compacted} above the applied index ${applied}`);
+    const check = (name: DbName, problemOf: (k: Uint8Array, v: Uint8Array) => string | null) =>
       walker.walk(name, db(name), (k, v) => {
         records++;
-        const problem = checkRecord(name, k, v, applied);
+        const problem = problemOf(k, v);
         if (problem) throw new KvCorruptionError(file, describeRecord(name, k), problem);
       });
-    }
-    walker.walk("expiry", db("expiry"), (k, v) => {
-      records++;
-      const problem = checkExpiry(k, v, applied);
-      if (problem) throw new KvCorruptionError(file, describeRecord("expiry", k), problem);
-    });
+    check("latest", (k, v) => checkRecord("latest", k, v, applied));
+    check("history", (k, v) => checkRecord("history", k, v, applied));
+    check("expiry", (k, v) => checkExpiry(k, v, applied));
+    check("changes", (k, v) => checkChange(k, v, applied, compacted));
+    check("sessions", (k, v) => checkSession(k, v, applied));
+    check("session-results", (k, v) => checkSessionResult(k, v, applied));
+    check("session-expiry", (k, v) => checkSessionExpiry(k, v, applied));
+    check("proposals", (k, v) => checkProposal(k, v, applied));
     return { records, pages: walker.lastPage + 1, ms: performance.now() - t0 };
   } catch (e) {
     throw asStoreError(file, e);

@@ -1,8 +1,9 @@
 // Micro-benchmark of the FSM hot paths (not part of `bun test`): apply throughput through
 // KvStore.applyEntries in batches of 40 and point reads at the latest version.
-//   bun test/bench/fsm-bench.ts [--no-sync] [--entries N] [--keys K] [--value-bytes B]
+//   bun test/bench/fsm-bench.ts [--no-sync] [--entries N] [--keys K] [--value-bytes B] [--proposals]
 // Reports µs per entry (apply) and µs per get; the median of --rounds runs, each on a fresh store.
 // --reopen also times closing and reopening the store (which checks the whole file).
+// --proposals gives every entry a proposal id (as the node does), so the dedupe is measured too.
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -31,6 +32,8 @@ function median(xs: number[]): number {
 }
 
 const reopen = process.argv.includes("--reopen");
+const proposals = process.argv.includes("--proposals");
+const ORIGIN = new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]);
 
 async function round(): Promise<{ apply: number; get: number; open: string }> {
   const dir = mkdtempSync(join(tmpdir(), "rbkv-bench-"));
@@ -41,7 +44,11 @@ async function round(): Promise<{ apply: number; get: number; open: string }> {
     const batches: FsmEntry[][] = [];
     for (let i = 1; i <= ENTRIES; i += BATCH) {
       const b: FsmEntry[] = [];
-      for (let j = i; j < i + BATCH && j <= ENTRIES; j++) b.push({ index: j, data: encodeCommand({ kind: CommandKind.Put, key: keyOf(j), value, meta: 0, expireAt: 0 }) });
+      for (let j = i; j < i + BATCH && j <= ENTRIES; j++) b.push({
+          index: j,
+          data: encodeCommand({ kind: CommandKind.Put, key: keyOf(j), value, meta: 0, expireAt: 0 }),
+          ...(proposals ? { proposal: { origin: ORIGIN, counter: j } } : {}),
+        });
       batches.push(b);
     }
     const t0 = performance.now();
@@ -78,7 +85,7 @@ for (let r = 0; r < ROUNDS; r++) {
   opens = x.open;
 }
 console.log(
-  `fsm-bench: ${ENTRIES} puts over ${KEYS} keys, ${VALUE}-byte values, batches of ${BATCH}${noSync ? ", unsafeNoSync" : ""}: ` +
+  `fsm-bench: ${ENTRIES} puts over ${KEYS} keys, ${VALUE}-byte values, batches of ${BATCH}${noSync ? ", unsafeNoSync" : ""}${proposals ? ", with proposal ids" : ""}: ` +
     `apply ${median(applies).toFixed(2)} µs/entry (runs ${applies.map((x) => x.toFixed(2)).join(", ")}); ` +
     `get ${median(gets).toFixed(2)} µs (runs ${gets.map((x) => x.toFixed(2)).join(", ")})${opens}`,
 );

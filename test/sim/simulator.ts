@@ -86,7 +86,7 @@ interface PendingWrite {
  * that a seed replays byte for byte (the real class draws 8 random bytes per process start).
  */
 class SeededProposalIds extends ProposalIds {
-  override readonly origin: Uint8Array;
+  override origin: Uint8Array;
 
   constructor(origin: Uint8Array) {
     super();

@@ -291,7 +291,7 @@ describe("fuzz", () => {
       }
     }
     expect(decodedMutants).toBeGreaterThan(0);
-  });
+  }, 60_000); // seconds of work: CI runs it beside other suites on 2 cores
 
   test("random byte strings behind a valid header", () => {
     const r = rng(7);

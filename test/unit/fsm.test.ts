@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { open as lmdbOpen } from "lmdb";
 import { type Command, CommandDecodeError, CommandKind, decodeCommand, encodeCommand } from "../../src/storage/command.ts";
-import { type FsmEntry, KvCorruptionError, KvStore, KvStoreError } from "../../src/storage/fsm.ts";
+import { type FsmEntry, KvCorruptionError, KvStore, KvStoreError, VersionCompactedError } from "../../src/storage/fsm.ts";
 import { KIND_PUT, checkExpiry, checkRecord, encodeRecord, expiryKey, expiryValue, historyKey } from "../../src/storage/fsm-format.ts";
 import { crcSeed } from "../../src/storage/record-checksum.ts";
 import { Prng } from "../sim/prng.ts";
@@ -55,6 +55,15 @@ const expE = (index: number, key: string | Uint8Array, version: number): FsmEntr
 /** The value read at a version, as a string (undefined = not found). */
 const at = (st: KvStore, key: string | Uint8Array, version = 0, now = 0): string | undefined =>
   s(st.get(typeof key === "string" ? b(key) : key, version, now)?.value);
+/** As `at`, but "compacted" for a read below the compacted version. */
+function atOr(st: KvStore, key: string | Uint8Array, version = 0, now = 0): string | undefined {
+  try {
+    return at(st, key, version, now);
+  } catch (e) {
+    if (e instanceof VersionCompactedError) return "compacted";
+    throw e;
+  }
+}
 
 async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Array[]> {
   const out: Uint8Array[] = [];
@@ -264,38 +273,42 @@ describe("KvStore", () => {
     ]);
   });
 
-  test("versionKeepNum prunes old versions and keeps recent ones", () => {
+  test("versionKeepNum prunes old versions and keeps recent ones; reads below what it dropped are refused as compacted", () => {
     const vers = (st: KvStore, k: string) => st.versions(b(k)).map((v) => (v.deleted ? -v.version : v.version));
+    const C = "compacted";
     const st = openStore(tempDir(), 2);
     st.applyEntries([1, 2, 3, 4, 5].map((i) => putE(i, "k", `v${i}`)));
     expect(vers(st, "k")).toEqual([4, 5]);
-    expect([1, 2, 3, 4, 5].map((v) => at(st, "k", v))).toEqual([undefined, undefined, undefined, "v4", "v5"]);
+    expect(st.compactedVersion).toBe(4); // the oldest version of "k" still kept
+    expect([1, 2, 3, 4, 5].map((v) => atOr(st, "k", v))).toEqual([C, C, C, "v4", "v5"]);
     // Delete: the last put and the tombstone are the two kept versions.
     st.applyEntries([delE(6, "k")]);
     expect(vers(st, "k")).toEqual([5, -6]);
-    expect([at(st, "k", 4), at(st, "k", 5), at(st, "k", 6), at(st, "k", 0)]).toEqual([undefined, "v5", undefined, undefined]);
+    expect([atOr(st, "k", 4), atOr(st, "k", 5), atOr(st, "k", 6), atOr(st, "k", 0)]).toEqual([C, "v5", undefined, undefined]);
     // Re-put: the tombstone would be the oldest kept version; it hides nothing, so it goes too.
     st.applyEntries([putE(7, "k", "v7")]);
     expect(vers(st, "k")).toEqual([7]);
-    expect([at(st, "k", 5), at(st, "k", 6), at(st, "k", 7)]).toEqual([undefined, undefined, "v7"]);
+    expect([atOr(st, "k", 5), atOr(st, "k", 6), atOr(st, "k", 7)]).toEqual([C, C, "v7"]);
+    expect(st.compactedVersion).toBe(7);
 
     const one = openStore(tempDir(), 1);
     one.applyEntries([putE(1, "k", "a"), putE(2, "k", "b")]);
     expect(vers(one, "k")).toEqual([2]);
-    expect([at(one, "k", 1), at(one, "k", 2)]).toEqual([undefined, "b"]);
+    expect([atOr(one, "k", 1), atOr(one, "k", 2)]).toEqual([C, "b"]);
     one.applyEntries([delE(3, "k")]);
     expect(vers(one, "k")).toEqual([]); // a deleted key leaves nothing behind
-    expect([at(one, "k", 2), at(one, "k", 3), at(one, "k", 9)]).toEqual([undefined, undefined, undefined]);
+    expect([atOr(one, "k", 2), atOr(one, "k", 3), atOr(one, "k", 9)]).toEqual([C, undefined, undefined]);
 
     const three = openStore(tempDir(), 3);
     three.applyEntries([putE(1, "k", "a"), putE(2, "k", "b"), delE(3, "k"), putE(4, "k", "d")]);
     expect(vers(three, "k")).toEqual([2, -3, 4]);
-    expect([at(three, "k", 1), at(three, "k", 2), at(three, "k", 3), at(three, "k", 4)]).toEqual([undefined, "b", undefined, "d"]);
+    expect([atOr(three, "k", 1), atOr(three, "k", 2), atOr(three, "k", 3), atOr(three, "k", 4)]).toEqual([C, "b", undefined, "d"]);
 
     const all = openStore(tempDir(), 0);
     all.applyEntries([putE(1, "k", "a"), putE(2, "k", "b"), delE(3, "k"), putE(4, "k", "d")]);
     expect(vers(all, "k")).toEqual([1, 2, -3, 4]);
     expect([at(all, "k", 1), at(all, "k", 2), at(all, "k", 3)]).toEqual(["a", "b", undefined]);
+    expect(all.compactedVersion).toBe(0);
   });
 
   test("lowering versionKeepNum across a restart: old history never resurfaces after a delete", async () => {
@@ -305,10 +318,10 @@ describe("KvStore", () => {
     await st.close();
     const st1 = openStore(dir, 1);
     st1.applyEntries([delE(3, "k")]);
-    expect([at(st1, "k", 1), at(st1, "k", 2), at(st1, "k", 3), at(st1, "k", 10)]).toEqual([undefined, undefined, undefined, undefined]);
+    expect([atOr(st1, "k", 1), atOr(st1, "k", 2), atOr(st1, "k", 3), atOr(st1, "k", 10)]).toEqual(["compacted", "compacted", undefined, undefined]);
     expect(st1.versions(b("k"))).toEqual([]);
     st1.applyEntries([putE(4, "j", "a"), putE(5, "j", "b")]);
-    expect([at(st1, "j", 4), at(st1, "j", 5)]).toEqual([undefined, "b"]);
+    expect([atOr(st1, "j", 4), atOr(st1, "j", 5)]).toEqual(["compacted", "b"]);
   });
 
   test("TTL: expired reads are null, expiredKeys lists them oldest first, ExpireKey deletes only on version match", () => {
@@ -722,7 +735,7 @@ describe("KvStore checksums and damaged files", () => {
     // A leaf node of `latest` is [u16 size lo][u16 hi][u16 flags][u16 key size = 2]["k1"][record].
     let changed = 0;
     for (let at = buf.indexOf("k1"); at >= 0; at = buf.indexOf("k1", at + 1)) {
-      if (buf.readUInt16LE(at - 2) === 2 && buf.subarray(at + 2 + 21, at + 2 + 21 + 16).toString() === "VALUE-OF-K1-live") {
+      if (buf.readUInt16LE(at - 2) === 2 && buf.subarray(at + 2 + 29, at + 2 + 29 + 16).toString() === "VALUE-OF-K1-live") {
         buf[at + 1] = 0x30; // "k1" → "k0": still in order, the record is intact but under the wrong key
         changed++;
       }
@@ -823,7 +836,7 @@ describe("KvStore checksums and damaged files", () => {
 
   test("record checks catch any changed byte, a record under another key, and bad expiry records", () => {
     const seed = crcSeed(b("key"));
-    const rec = encodeRecord(seed, b("key"), b("key"), b("some value"), 7, 3, 0);
+    const rec = encodeRecord(seed, b("key"), b("key"), b("some value"), 7, 3, 0, 2);
     expect(checkRecord("latest", b("key"), rec, 3)).toBeNull();
     for (let i = 0; i < rec.length; i++) {
       const bad = Buffer.from(rec);
@@ -836,7 +849,7 @@ describe("KvStore checksums and damaged files", () => {
     // Moved to history unchanged: its checksum covers the old key.
     const hk = historyKey(b("key"), 3, KIND_PUT);
     expect(checkRecord("history", hk, rec, 3)).toBe("checksum mismatch");
-    expect(checkRecord("history", hk, encodeRecord(crcSeed(hk), b("key"), b("key"), b("some value"), 7, 3, 0), 3)).toBeNull();
+    expect(checkRecord("history", hk, encodeRecord(crcSeed(hk), b("key"), b("key"), b("some value"), 7, 3, 0, 2), 3)).toBeNull();
     const ek = expiryKey(9e12, b("key"));
     const ev = expiryValue(ek, 3, b("key"), b("key"));
     expect(checkExpiry(ek, ev, 3)).toBeNull();
@@ -878,6 +891,6 @@ describe("KvStore checksums and damaged files", () => {
     await env.close();
     const err = openError(dir);
     expect(err).toBeInstanceOf(KvStoreError);
-    expect(err.message).toBe(`${file}: FSM format version 1 (written by an older rbkv, without record checksums); this rbkv reads format version 2 only, refusing to open it`);
+    expect(err.message).toBe(`${file}: FSM format version 1 (written by an older rbkv, without record checksums); this rbkv reads format version 3 only, refusing to open it`);
   });
 });

@@ -22,6 +22,9 @@ import {
 } from "@grpc/grpc-js";
 import { Duration } from "./google/protobuf/duration.ts";
 
+/** The decode recursion counter ts-proto keeps on the reader (declared by proto/gen.ts so the guard is typed). */
+type DecodeDepthReader = BinaryReader & { __tsProtoDecodeDepth?: number };
+
 export const protobufPackage = "rbdkv";
 
 export const protobufFileName = "rbkv.proto";
@@ -460,11 +463,11 @@ export const KV: MessageFns<KV> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): KV {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseKV();
@@ -519,7 +522,7 @@ export const KV: MessageFns<KV> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -566,11 +569,11 @@ export const Command: MessageFns<Command> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): Command {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseCommand();
@@ -582,7 +585,7 @@ export const Command: MessageFns<Command> = {
               break;
             }
 
-            message.op = reader.int32() as any;
+            message.op = reader.int32() as typeof message.op;
             continue;
           }
           case 2: {
@@ -590,7 +593,7 @@ export const Command: MessageFns<Command> = {
               break;
             }
 
-            message.rc = reader.int32() as any;
+            message.rc = reader.int32() as typeof message.rc;
             continue;
           }
           case 3: {
@@ -633,7 +636,7 @@ export const Command: MessageFns<Command> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -675,11 +678,11 @@ export const CommandResponse: MessageFns<CommandResponse> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): CommandResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseCommandResponse();
@@ -726,7 +729,7 @@ export const CommandResponse: MessageFns<CommandResponse> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -783,11 +786,11 @@ export const WatchRequest: MessageFns<WatchRequest> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): WatchRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseWatchRequest();
@@ -858,7 +861,7 @@ export const WatchRequest: MessageFns<WatchRequest> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -910,11 +913,11 @@ export const Event: MessageFns<Event> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): Event {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseEvent();
@@ -926,7 +929,7 @@ export const Event: MessageFns<Event> = {
               break;
             }
 
-            message.type = reader.int32() as any;
+            message.type = reader.int32() as typeof message.type;
             continue;
           }
           case 2: {
@@ -985,7 +988,7 @@ export const Event: MessageFns<Event> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -1022,11 +1025,11 @@ export const WatchResponse: MessageFns<WatchResponse> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): WatchResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseWatchResponse();
@@ -1057,7 +1060,7 @@ export const WatchResponse: MessageFns<WatchResponse> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -1083,11 +1086,11 @@ export const LeaderRequest: MessageFns<LeaderRequest> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): LeaderRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseLeaderRequest();
@@ -1102,7 +1105,7 @@ export const LeaderRequest: MessageFns<LeaderRequest> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -1135,11 +1138,11 @@ export const LeaderInfoResponse: MessageFns<LeaderInfoResponse> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): LeaderInfoResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseLeaderInfoResponse();
@@ -1178,7 +1181,7 @@ export const LeaderInfoResponse: MessageFns<LeaderInfoResponse> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -1211,11 +1214,11 @@ export const WithSize: MessageFns<WithSize> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): WithSize {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseWithSize();
@@ -1246,7 +1249,7 @@ export const WithSize: MessageFns<WithSize> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -1278,11 +1281,11 @@ export const ClusterStatsRequest: MessageFns<ClusterStatsRequest> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): ClusterStatsRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseClusterStatsRequest();
@@ -1313,7 +1316,7 @@ export const ClusterStatsRequest: MessageFns<ClusterStatsRequest> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -1337,18 +1340,18 @@ function createBaseRaftMeta(): RaftMeta {
 export const RaftMeta: MessageFns<RaftMeta> = {
   encode(message: RaftMeta, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     message.meta.forEach((value, key) => {
-      RaftMeta_MetaEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
+      RaftMeta_MetaEntry.encode({ key, value }, writer.uint32(42).fork()).join();
     });
     return writer;
   },
 
   decode(input: BinaryReader | Uint8Array, length?: number): RaftMeta {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseRaftMeta();
@@ -1374,7 +1377,7 @@ export const RaftMeta: MessageFns<RaftMeta> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -1413,11 +1416,11 @@ export const RaftMeta_MetaEntry: MessageFns<RaftMeta_MetaEntry> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): RaftMeta_MetaEntry {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseRaftMeta_MetaEntry();
@@ -1448,7 +1451,7 @@ export const RaftMeta_MetaEntry: MessageFns<RaftMeta_MetaEntry> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -1483,11 +1486,11 @@ export const StorageStats: MessageFns<StorageStats> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): StorageStats {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseStorageStats();
@@ -1526,7 +1529,7 @@ export const StorageStats: MessageFns<StorageStats> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -1571,11 +1574,11 @@ export const Peer: MessageFns<Peer> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): Peer {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBasePeer();
@@ -1638,7 +1641,7 @@ export const Peer: MessageFns<Peer> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -1671,11 +1674,11 @@ export const ClusterStatsResponse: MessageFns<ClusterStatsResponse> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): ClusterStatsResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseClusterStatsResponse();
@@ -1698,7 +1701,7 @@ export const ClusterStatsResponse: MessageFns<ClusterStatsResponse> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -1732,11 +1735,11 @@ export const JoinRequest: MessageFns<JoinRequest> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): JoinRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseJoinRequest();
@@ -1775,7 +1778,7 @@ export const JoinRequest: MessageFns<JoinRequest> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -1808,11 +1811,11 @@ export const JoinResponse: MessageFns<JoinResponse> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): JoinResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseJoinResponse();
@@ -1843,7 +1846,7 @@ export const JoinResponse: MessageFns<JoinResponse> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -1874,11 +1877,11 @@ export const RemoveMemberRequest: MessageFns<RemoveMemberRequest> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): RemoveMemberRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseRemoveMemberRequest();
@@ -1901,7 +1904,7 @@ export const RemoveMemberRequest: MessageFns<RemoveMemberRequest> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -1929,11 +1932,11 @@ export const RemoveMemberResponse: MessageFns<RemoveMemberResponse> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): RemoveMemberResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseRemoveMemberResponse();
@@ -1956,7 +1959,7 @@ export const RemoveMemberResponse: MessageFns<RemoveMemberResponse> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -2001,11 +2004,11 @@ export const KeyValue: MessageFns<KeyValue> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): KeyValue {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseKeyValue();
@@ -2068,7 +2071,7 @@ export const KeyValue: MessageFns<KeyValue> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -2139,11 +2142,11 @@ export const RangeRequest: MessageFns<RangeRequest> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): RangeRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseRangeRequest();
@@ -2219,7 +2222,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
               break;
             }
 
-            message.rc = reader.int32() as any;
+            message.rc = reader.int32() as typeof message.rc;
             continue;
           }
           case 10: {
@@ -2238,7 +2241,7 @@ export const RangeRequest: MessageFns<RangeRequest> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -2284,11 +2287,11 @@ export const RangeResponse: MessageFns<RangeResponse> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): RangeResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseRangeResponse();
@@ -2335,7 +2338,7 @@ export const RangeResponse: MessageFns<RangeResponse> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -2381,11 +2384,11 @@ export const Compare: MessageFns<Compare> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): Compare {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseCompare();
@@ -2397,7 +2400,7 @@ export const Compare: MessageFns<Compare> = {
               break;
             }
 
-            message.result = reader.int32() as any;
+            message.result = reader.int32() as typeof message.result;
             continue;
           }
           case 2: {
@@ -2405,7 +2408,7 @@ export const Compare: MessageFns<Compare> = {
               break;
             }
 
-            message.target = reader.int32() as any;
+            message.target = reader.int32() as typeof message.target;
             continue;
           }
           case 3: {
@@ -2448,7 +2451,7 @@ export const Compare: MessageFns<Compare> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -2490,11 +2493,11 @@ export const PutOp: MessageFns<PutOp> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): PutOp {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBasePutOp();
@@ -2541,7 +2544,7 @@ export const PutOp: MessageFns<PutOp> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -2578,11 +2581,11 @@ export const DeleteOp: MessageFns<DeleteOp> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): DeleteOp {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseDeleteOp();
@@ -2621,7 +2624,7 @@ export const DeleteOp: MessageFns<DeleteOp> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -2659,11 +2662,11 @@ export const RequestOp: MessageFns<RequestOp> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): RequestOp {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseRequestOp();
@@ -2702,7 +2705,7 @@ export const RequestOp: MessageFns<RequestOp> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -2749,11 +2752,11 @@ export const PutResult: MessageFns<PutResult> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): PutResult {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBasePutResult();
@@ -2776,7 +2779,7 @@ export const PutResult: MessageFns<PutResult> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -2804,11 +2807,11 @@ export const DeleteResult: MessageFns<DeleteResult> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): DeleteResult {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseDeleteResult();
@@ -2831,7 +2834,7 @@ export const DeleteResult: MessageFns<DeleteResult> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -2867,11 +2870,11 @@ export const ResponseOp: MessageFns<ResponseOp> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): ResponseOp {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseResponseOp();
@@ -2910,7 +2913,7 @@ export const ResponseOp: MessageFns<ResponseOp> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -2969,11 +2972,11 @@ export const TxnRequest: MessageFns<TxnRequest> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): TxnRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseTxnRequest();
@@ -3028,7 +3031,7 @@ export const TxnRequest: MessageFns<TxnRequest> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -3066,11 +3069,11 @@ export const TxnResponse: MessageFns<TxnResponse> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): TxnResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseTxnResponse();
@@ -3109,7 +3112,7 @@ export const TxnResponse: MessageFns<TxnResponse> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -3139,11 +3142,11 @@ export const CompactRequest: MessageFns<CompactRequest> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): CompactRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseCompactRequest();
@@ -3166,7 +3169,7 @@ export const CompactRequest: MessageFns<CompactRequest> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -3194,11 +3197,11 @@ export const CompactResponse: MessageFns<CompactResponse> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): CompactResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseCompactResponse();
@@ -3221,7 +3224,7 @@ export const CompactResponse: MessageFns<CompactResponse> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -3249,11 +3252,11 @@ export const OpenSessionRequest: MessageFns<OpenSessionRequest> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): OpenSessionRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseOpenSessionRequest();
@@ -3276,7 +3279,7 @@ export const OpenSessionRequest: MessageFns<OpenSessionRequest> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -3307,11 +3310,11 @@ export const OpenSessionResponse: MessageFns<OpenSessionResponse> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): OpenSessionResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseOpenSessionResponse();
@@ -3342,7 +3345,7 @@ export const OpenSessionResponse: MessageFns<OpenSessionResponse> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -3371,11 +3374,11 @@ export const CloseSessionRequest: MessageFns<CloseSessionRequest> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): CloseSessionRequest {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseCloseSessionRequest();
@@ -3398,7 +3401,7 @@ export const CloseSessionRequest: MessageFns<CloseSessionRequest> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
@@ -3423,11 +3426,11 @@ export const CloseSessionResponse: MessageFns<CloseSessionResponse> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): CloseSessionResponse {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseCloseSessionResponse();
@@ -3442,7 +3445,7 @@ export const CloseSessionResponse: MessageFns<CloseSessionResponse> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 

@@ -7,6 +7,9 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
+/** The decode recursion counter ts-proto keeps on the reader (declared by proto/gen.ts so the guard is typed). */
+type DecodeDepthReader = BinaryReader & { __tsProtoDecodeDepth?: number };
+
 export const protobufPackage = "google.protobuf";
 
 export const protobufFileName = "google/protobuf/duration.proto";
@@ -106,11 +109,11 @@ export const Duration: MessageFns<Duration> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): Duration {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseDuration();
@@ -141,7 +144,7 @@ export const Duration: MessageFns<Duration> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 

@@ -8,6 +8,9 @@
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Any } from "../protobuf/any.ts";
 
+/** The decode recursion counter ts-proto keeps on the reader (declared by proto/gen.ts so the guard is typed). */
+type DecodeDepthReader = BinaryReader & { __tsProtoDecodeDepth?: number };
+
 export const protobufPackage = "google.rpc";
 
 export const protobufFileName = "google/rpc/status.proto";
@@ -41,11 +44,11 @@ export const Status: MessageFns<Status> = {
 
   decode(input: BinaryReader | Uint8Array, length?: number): Status {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
       throw new globalThis.Error("protobuf decode recursion limit exceeded");
     }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
       const message = createBaseStatus();
@@ -84,7 +87,7 @@ export const Status: MessageFns<Status> = {
       }
       return message;
     } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
 
