@@ -96,7 +96,7 @@ export async function onAnyNode<T>(cl: Clients, what: string, fn: (client: Rbdkv
         return await fn(cl.of(i), i);
       } catch (err) {
         last = err;
-        if (!outcomeUnknown(err) && code(err) !== grpc.status.FAILED_PRECONDITION) throw err;
+        if (!outcomeUnknown(err) && code(err) !== grpc.status.FAILED_PRECONDITION && code(err) !== grpc.status.ABORTED) throw err;
       }
     }
     if (Date.now() > end) throw new Error(`${what}: no node answered within ${timeoutMs}ms: ${message(last)}`);
