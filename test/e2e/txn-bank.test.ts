@@ -68,6 +68,7 @@ describe("Txn bank under leader SIGKILLs", () => {
     const acked = new Map<string, Transfer>();
     const unknown = new Map<string, Transfer>();
     const rejected = new Set<string>();
+    const aborted = new Set<string>();
     const unexpected: string[] = [];
     // Every successful read of all accounts (one Range), by whom and at which version.
     const samples: { version: number; balances: number[]; node: number; rc: string }[] = [];
@@ -127,7 +128,9 @@ describe("Txn bank under leader SIGKILLs", () => {
           // A lost answer: the transfer may or may not have been applied. Not retried (a retry
           // would compare against versions it may itself have changed).
           if (code(err) === grpc.status.INVALID_ARGUMENT || code(err) === grpc.status.OUT_OF_RANGE) unexpected.push(`txn ${t.id} on node${j + 1}: ${message(err)}`);
-          unknown.set(t.id, t);
+          // ABORTED promises "certainly not applied": checked below.
+          if (code(err) === grpc.status.ABORTED) aborted.add(t.id);
+          else unknown.set(t.id, t);
           await sleep(30);
         }
       }
@@ -200,6 +203,7 @@ describe("Txn bank under leader SIGKILLs", () => {
     const spurious = [...applied.keys()].filter((id) => !acked.has(id) && !unknown.has(id));
     expect(spurious).toEqual([]);
     expect([...applied.keys()].filter((id) => rejected.has(id))).toEqual([]);
+    expect([...applied.keys()].filter((id) => aborted.has(id))).toEqual([]);
 
     // Replay the applied transfers in version order; every txn is its own log index.
     const ordered = [...applied.entries()].sort((a, b) => a[1].version - b[1].version);
@@ -239,7 +243,7 @@ describe("Txn bank under leader SIGKILLs", () => {
       expect({ node: i + 1, keys: x.kvs.map((kv) => hex(kv.key)) }).toEqual({ node: i + 1, keys: xfers.kvs.map((kv) => hex(kv.key)) });
     }
     console.log(
-      `bank: ${acked.size} acked, ${rejected.size} compare-failed, ${unknown.size} unknown (${[...unknown.keys()].filter((id) => applied.has(id)).length} of them applied), ` +
+      `bank: ${acked.size} acked, ${rejected.size} compare-failed, ${aborted.size} aborted, ${unknown.size} unknown (${[...unknown.keys()].filter((id) => applied.has(id)).length} of them applied), ` +
         `${samples.length} sum checks, kills of node${kills.map((k) => k.node + 1).join(", node")}; final version ${bank.version}; leader node${leader + 1}`,
     );
   }, 90_000);

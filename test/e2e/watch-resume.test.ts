@@ -47,6 +47,7 @@ describe("Watch resume, compaction and progress", () => {
     const watcher = new ResumingWatcher(cl, { watcherId: "resumer", prefixes: [enc("w/")], startVersion: start, progressNotify: true }, follower);
 
     const ops: Op[] = [];
+    const aborted = new Set<string>();
     const acked = (): number => ops.reduce((n, o) => n + (o.version > 0 ? 1 : 0), 0);
     let stop = false;
     let writeErrors = 0;
@@ -82,7 +83,10 @@ describe("Watch resume, compaction and progress", () => {
           }
         } catch (err) {
           // Lost answers stay in `ops` with version 0: they may or may not show up (once).
-          if (!outcomeUnknown(err) && code(err) !== grpc.status.FAILED_PRECONDITION) throw err;
+          if (code(err) === grpc.status.ABORTED) {
+            // "Certainly not applied": such a write must never show up.
+            for (const o of batch) aborted.add(`${o.type}:${o.key}`);
+          } else if (!outcomeUnknown(err) && code(err) !== grpc.status.FAILED_PRECONDITION) throw err;
           writeErrors++;
           await sleep(20);
         }
@@ -149,6 +153,7 @@ describe("Watch resume, compaction and progress", () => {
     for (const o of ops) {
       const got = byKey.get(`${o.type}:${o.key}`) ?? [];
       if (got.length > 1) problems.push(`${o.type}:${Buffer.from(o.key, "hex")} seen ${got.length} times at ${got.map((g) => `${g.version}(node${g.node + 1})`)}`);
+      if (aborted.has(`${o.type}:${o.key}`) && got.length > 0) problems.push(`${o.type}:${Buffer.from(o.key, "hex")} was answered ABORTED but applied at ${got[0]!.version}`);
       if (o.version > 0 && got.length === 0) problems.push(`acked ${o.type}:${Buffer.from(o.key, "hex")}@${o.version} never seen`);
       if (o.version > 0 && got.length === 1 && (got[0]!.version !== o.version || (o.type === EventType.Put && got[0]!.value !== o.value))) problems.push(`acked ${o.type}:${Buffer.from(o.key, "hex")}@${o.version} seen as @${got[0]!.version} ${Buffer.from(got[0]!.value, "hex")}`);
       byKey.delete(`${o.type}:${o.key}`);
