@@ -235,6 +235,8 @@ export class ResumingWatcher {
     private readonly cl: Clients,
     private readonly req: WatchRequestInit,
     firstNode: number,
+    /** Which of the running nodes to resume on (default: a random one). */
+    private readonly prefer: (candidates: number[]) => number | undefined = () => undefined,
   ) {
     this.done = this.run(firstNode);
   }
@@ -267,7 +269,8 @@ export class ResumingWatcher {
       for (let t = 0; !this.stopped; t++) {
         const nodes = this.cl.running().filter((i) => i !== node);
         if (nodes.length > 0) {
-          node = nodes[Math.floor(Math.random() * nodes.length)]!;
+          const p = this.prefer(nodes);
+          node = p !== undefined && nodes.includes(p) ? p : nodes[Math.floor(Math.random() * nodes.length)]!;
           break;
         }
         await sleep(50);

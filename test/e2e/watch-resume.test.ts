@@ -44,7 +44,8 @@ describe("Watch resume, compaction and progress", () => {
     const start = before.version;
 
     const follower = (leader + 1) % 3;
-    const watcher = new ResumingWatcher(cl, { watcherId: "resumer", prefixes: [enc("w/")], startVersion: start, progressNotify: true }, follower);
+    // It starts on a follower and resumes on the leader, so that the second kill is the leader's.
+    const watcher = new ResumingWatcher(cl, { watcherId: "resumer", prefixes: [enc("w/")], startVersion: start, progressNotify: true }, follower, () => leader);
 
     const ops: Op[] = [];
     const aborted = new Set<string>();
