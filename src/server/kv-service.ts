@@ -65,6 +65,16 @@ const DEFAULT_PROGRESS_INTERVAL_MS = 1000;
 const MIN_PROGRESS_INTERVAL_MS = 50;
 const MAX_PROGRESS_INTERVAL_MS = 60_000;
 
+/** A unary handler over a promise: its rejection becomes the call's status (errors.ts). */
+function unary<Req, Res>(run: (call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+  return (call, cb) => {
+    run(call).then(
+      (r) => cb(null, r),
+      (err) => cb(toServiceError(err)),
+    );
+  };
+}
+
 /** The call's deadline in ms since the epoch, capped (a wait never outlives MAX_VERSION_WAIT_MS). */
 function deadlineOf(call: { getDeadline(): grpc.Deadline }): number {
   const d = call.getDeadline();
@@ -131,42 +141,12 @@ export class KvService {
 
   handlers(): grpc.UntypedServiceImplementation {
     return {
-      Execute: (call: grpc.ServerUnaryCall<Command, CommandResponse>, cb: grpc.sendUnaryData<CommandResponse>) => {
-        this.execute(call.request, call.metadata, deadlineOf(call)).then(
-          (r) => cb(null, r),
-          (err) => cb(toServiceError(err)),
-        );
-      },
-      Range: (call: grpc.ServerUnaryCall<RangeRequest, RangeResponse>, cb: grpc.sendUnaryData<RangeResponse>) => {
-        this.range(call.request, deadlineOf(call)).then(
-          (r) => cb(null, r),
-          (err) => cb(toServiceError(err)),
-        );
-      },
-      Txn: (call: grpc.ServerUnaryCall<TxnRequest, TxnResponse>, cb: grpc.sendUnaryData<TxnResponse>) => {
-        this.txn(call.request, call.metadata).then(
-          (r) => cb(null, r),
-          (err) => cb(toServiceError(err)),
-        );
-      },
-      Compact: (call: grpc.ServerUnaryCall<CompactRequest, CompactResponse>, cb: grpc.sendUnaryData<CompactResponse>) => {
-        this.compact(call.request, call.metadata).then(
-          (r) => cb(null, r),
-          (err) => cb(toServiceError(err)),
-        );
-      },
-      OpenSession: (call: grpc.ServerUnaryCall<OpenSessionRequest, OpenSessionResponse>, cb: grpc.sendUnaryData<OpenSessionResponse>) => {
-        this.openSession(call.request, call.metadata).then(
-          (r) => cb(null, r),
-          (err) => cb(toServiceError(err)),
-        );
-      },
-      CloseSession: (call: grpc.ServerUnaryCall<CloseSessionRequest, CloseSessionResponse>, cb: grpc.sendUnaryData<CloseSessionResponse>) => {
-        this.closeSession(call.request, call.metadata).then(
-          (r) => cb(null, r),
-          (err) => cb(toServiceError(err)),
-        );
-      },
+      Execute: unary<Command, CommandResponse>((call) => this.execute(call.request, call.metadata, deadlineOf(call))),
+      Range: unary<RangeRequest, RangeResponse>((call) => this.range(call.request, deadlineOf(call))),
+      Txn: unary<TxnRequest, TxnResponse>((call) => this.txn(call.request, call.metadata)),
+      Compact: unary<CompactRequest, CompactResponse>((call) => this.compact(call.request, call.metadata)),
+      OpenSession: unary<OpenSessionRequest, OpenSessionResponse>((call) => this.openSession(call.request, call.metadata)),
+      CloseSession: unary<CloseSessionRequest, CloseSessionResponse>((call) => this.closeSession(call.request, call.metadata)),
       Watch: (call: grpc.ServerWritableStream<WatchRequest, WatchResponse>) => this.watch(call),
       LeaderInfo: (_call: grpc.ServerUnaryCall<LeaderRequest, LeaderInfoResponse>, cb: grpc.sendUnaryData<LeaderInfoResponse>) => {
         try {
@@ -199,12 +179,7 @@ export class KvService {
           (err) => cb(toServiceError(err)),
         );
       },
-      RemoveMember: (call: grpc.ServerUnaryCall<RemoveMemberRequest, RemoveMemberResponse>, cb: grpc.sendUnaryData<RemoveMemberResponse>) => {
-        this.removeMember(call.request, call.metadata).then(
-          (r) => cb(null, r),
-          (err) => cb(toServiceError(err)),
-        );
-      },
+      RemoveMember: unary<RemoveMemberRequest, RemoveMemberResponse>((call) => this.removeMember(call.request, call.metadata)),
     };
   }
 

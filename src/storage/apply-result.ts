@@ -4,7 +4,7 @@
 // the binary codec (encodeApplyResult / decodeApplyResult), deterministic and checked like
 // every stored record.
 
-import { getF64, getU32, putF64, putU32 } from "./command.ts";
+import { ByteReader, putF64, putU32 } from "./byte-reader.ts";
 import { type KvRecord } from "./fsm.ts";
 
 export interface RangeResult {
@@ -269,52 +269,19 @@ export function encodeApplyResult(r: ApplyResult): Uint8Array {
   return out;
 }
 
-class ResultReader {
-  p = 2;
-  constructor(private readonly data: Uint8Array) {}
-  fail(msg: string): never {
-    throw new ApplyResultDecodeError(`apply result (${this.data.length} bytes): ${msg}`);
+/** The apply result codec's ByteReader: it throws ApplyResultDecodeError. */
+class ResultReader extends ByteReader {
+  constructor(data: Uint8Array) {
+    super(data, 2);
   }
-  private need(n: number, what: string): void {
-    if (this.data.length - this.p < n) this.fail(`truncated: need ${n} byte(s) for ${what} at offset ${this.p}, have ${this.data.length - this.p}`);
+  fail(detail: string): never {
+    throw new ApplyResultDecodeError(`apply result (${this.data.length} bytes): ${detail}`);
   }
-  u8(what: string): number {
-    this.need(1, what);
-    return this.data[this.p++];
+  protected truncated(n: number, what: string): never {
+    this.fail(`truncated: need ${n} byte(s) for ${what} at offset ${this.p}, have ${this.data.length - this.p}`);
   }
-  bool(what: string): boolean {
-    const at = this.p;
-    const v = this.u8(what);
-    if (v > 1) this.fail(`${what} at offset ${at} is ${v}, not 0 or 1`);
-    return v === 1;
-  }
-  u32(what: string): number {
-    this.need(4, what);
-    const v = getU32(this.data, this.p);
-    this.p += 4;
-    return v;
-  }
-  safeInt(what: string): number {
-    this.need(8, what);
-    const v = getF64(this.data, this.p);
-    if (!Number.isSafeInteger(v) || v < 0) this.fail(`${what} at offset ${this.p} is not a non-negative safe integer (${v})`);
-    this.p += 8;
-    return v;
-  }
-  count(what: string, minSize: number): number {
-    const at = this.p;
-    const n = this.u32(what);
-    const left = this.data.length - this.p;
-    if (n * minSize > left) this.fail(`${what} ${n} at offset ${at} cannot fit in the ${left} byte(s) left`);
-    return n;
-  }
-  /** A copy, not a view: see the header. */
-  bytes(what: string): Uint8Array {
-    const n = this.u32(`${what} length`);
-    this.need(n, what);
-    const v = this.data.slice(this.p, this.p + n);
-    this.p += n;
-    return v;
+  protected trailing(): never {
+    this.fail(`${this.data.length - this.p} trailing byte(s) after offset ${this.p}`);
   }
   range(what: string): RangeResult {
     const more = this.bool(`${what} more`);
@@ -323,8 +290,8 @@ class ResultReader {
     const n = this.count(`${what} kv count`, MIN_KV_SIZE);
     const kvs: KvRecord[] = [];
     for (let i = 0; i < n; i++) {
-      const key = this.bytes(`${what} kv ${i} key`);
-      const value = this.bytes(`${what} kv ${i} value`);
+      const key = this.bytesCopy(`${what} kv ${i} key`);
+      const value = this.bytesCopy(`${what} kv ${i} value`);
       const meta = this.u32(`${what} kv ${i} meta`);
       const kvVersion = this.safeInt(`${what} kv ${i} version`);
       const createVersion = this.safeInt(`${what} kv ${i} createVersion`);
@@ -332,9 +299,6 @@ class ResultReader {
       kvs.push({ key, value, meta, version: kvVersion, createVersion, expireAt });
     }
     return { kvs, more, count, version };
-  }
-  end(): void {
-    if (this.p !== this.data.length) this.fail(`${this.data.length - this.p} trailing byte(s) after offset ${this.p}`);
   }
 }
 
@@ -397,7 +361,7 @@ export function decodeApplyResult(b: Uint8Array): ApplyResult {
     case TAG_ERROR: {
       const c = r.u8("error code");
       if (c < 1 || c > ERROR_CODES.length) r.fail(`unknown error code ${c} at offset 2`);
-      const bytes = r.bytes("error message");
+      const bytes = r.bytes("error message"); // a view: decoded to a string right away
       out = { kind: "error", code: ERROR_CODES[c - 1], message: decodeUtf8(bytes) };
       break;
     }

@@ -41,6 +41,8 @@
 // decodeCommand returns keys/values as zero-copy views (subarray) of the input: they alias the
 // entry's data, which the caller must not mutate while they are in use.
 
+import { ByteReader, putF64, putU32 } from "./byte-reader.ts";
+
 export const enum CommandKind {
   Put = 1,
   Delete = 2,
@@ -97,32 +99,6 @@ export class CommandDecodeError extends Error {
 }
 
 export const COMMAND_FORMAT = 1;
-
-// Byte arithmetic and a scratch f64 instead of DataView: in Bun, touching `.buffer` of a typed
-// array materialises an ArrayBuffer, which is costly on this hot path.
-const f64 = new Float64Array(1);
-const f64Bytes = new Uint8Array(f64.buffer);
-const littleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
-
-// Exported for the other binary codecs of src/storage (apply-result.ts); not part of the API.
-export function putU32(out: Uint8Array, p: number, v: number): void {
-  out[p] = v & 0xff;
-  out[p + 1] = (v >>> 8) & 0xff;
-  out[p + 2] = (v >>> 16) & 0xff;
-  out[p + 3] = (v >>> 24) & 0xff;
-}
-export function getU32(d: Uint8Array, p: number): number {
-  return (d[p] | (d[p + 1] << 8) | (d[p + 2] << 16) | (d[p + 3] << 24)) >>> 0;
-}
-export function putF64(out: Uint8Array, p: number, v: number): void {
-  f64[0] = v;
-  for (let i = 0; i < 8; i++) out[p + i] = f64Bytes[littleEndian ? i : 7 - i];
-}
-export function getF64(d: Uint8Array, p: number): number {
-  for (let i = 0; i < 8; i++) f64Bytes[littleEndian ? i : 7 - i] = d[p + i];
-  return f64[0];
-}
-
 
 function checkU32(what: string, n: number): void {
   if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new RangeError(`command ${what} must be a u32, got ${n}`);
@@ -386,61 +362,24 @@ export function encodeCommand(c: Command): Uint8Array {
   return w.out;
 }
 
-class Reader {
-  p = 2;
+/** The command codec's ByteReader: it throws CommandDecodeError, its messages naming the kind. */
+class Reader extends ByteReader {
   constructor(
-    private readonly data: Uint8Array,
+    data: Uint8Array,
     private readonly kind: string,
-  ) {}
-  private need(n: number, what: string): void {
-    if (this.data.length - this.p < n) {
-      throw new CommandDecodeError(
-        `truncated ${this.kind} command: need ${n} byte(s) for ${what} at offset ${this.p}, have ${this.data.length - this.p} (total ${this.data.length})`,
-      );
-    }
+  ) {
+    super(data, 2);
   }
-  u8(what: string): number {
-    this.need(1, what);
-    return this.data[this.p++];
+  fail(detail: string): never {
+    throw new CommandDecodeError(`${this.kind} command: ${detail}`);
   }
-  /** A 0/1 byte. */
-  bool(what: string): boolean {
-    const at = this.p;
-    const v = this.u8(what);
-    if (v > 1) throw new CommandDecodeError(`${this.kind} command: ${what} at offset ${at} is ${v}, not 0 or 1`);
-    return v === 1;
+  protected truncated(n: number, what: string): never {
+    throw new CommandDecodeError(
+      `truncated ${this.kind} command: need ${n} byte(s) for ${what} at offset ${this.p}, have ${this.data.length - this.p} (total ${this.data.length})`,
+    );
   }
-  u32(what: string): number {
-    this.need(4, what);
-    const v = getU32(this.data, this.p);
-    this.p += 4;
-    return v;
-  }
-  safeInt(what: string): number {
-    this.need(8, what);
-    const v = getF64(this.data, this.p);
-    if (!Number.isSafeInteger(v) || v < 0) {
-      throw new CommandDecodeError(`${this.kind} command: ${what} at offset ${this.p} is not a non-negative safe integer (${v})`);
-    }
-    this.p += 8;
-    return v;
-  }
-  /** A u32 element count, checked against the bytes left (each element is >= minSize bytes). */
-  count(what: string, minSize: number): number {
-    const at = this.p;
-    const n = this.u32(what);
-    const left = this.data.length - this.p;
-    if (n * minSize > left) {
-      throw new CommandDecodeError(`${this.kind} command: ${what} ${n} at offset ${at} cannot fit in the ${left} byte(s) left`);
-    }
-    return n;
-  }
-  bytes(what: string): Uint8Array {
-    const n = this.u32(`${what} length`);
-    this.need(n, what);
-    const v = this.data.subarray(this.p, this.p + n);
-    this.p += n;
-    return v;
+  protected trailing(): never {
+    throw new CommandDecodeError(`${this.kind} command has ${this.data.length - this.p} trailing byte(s) after offset ${this.p}`);
   }
   key(): Uint8Array {
     const k = this.bytes("key");
@@ -453,7 +392,7 @@ class Reader {
     const at = this.p;
     const end = this.bytes(`${what} end`);
     if (!hasEnd && end.length !== 0) {
-      throw new CommandDecodeError(`${this.kind} command: ${what} has no end but an end of ${end.length} byte(s) at offset ${at}`);
+      this.fail(`${what} has no end but an end of ${end.length} byte(s) at offset ${at}`);
     }
     return { key, end: hasEnd ? end : null };
   }
@@ -461,11 +400,11 @@ class Reader {
     const what = `compare ${i}`;
     const at = this.p;
     const t = this.u8(`${what} target`);
-    if (t >= TARGETS.length) throw new CommandDecodeError(`${this.kind} command: ${what} has unknown target ${t} at offset ${at}`);
+    if (t >= TARGETS.length) this.fail(`${what} has unknown target ${t} at offset ${at}`);
     const o = this.u8(`${what} op`);
-    if (o >= COMPARE_OPS.length) throw new CommandDecodeError(`${this.kind} command: ${what} has unknown op ${o} at offset ${at + 1}`);
+    if (o >= COMPARE_OPS.length) this.fail(`${what} has unknown op ${o} at offset ${at + 1}`);
     if (t === TARGET_EXISTS && o !== OP_EQUAL && o !== OP_NOT_EQUAL) {
-      throw new CommandDecodeError(`${this.kind} command: ${what} on "exists" has op ${COMPARE_OPS[o]} (only = and != are allowed)`);
+      this.fail(`${what} on "exists" has op ${COMPARE_OPS[o]} (only = and != are allowed)`);
     }
     const key = this.key();
     const version = this.safeInt(`${what} version`);
@@ -495,11 +434,11 @@ class Reader {
         case OP_RANGE: {
           const r = this.range(what);
           const limit = this.safeInt(`${what} limit`);
-          if (limit === 0) throw new CommandDecodeError(`${this.kind} command: ${what} has limit 0`);
+          if (limit === 0) this.fail(`${what} has limit 0`);
           const flagsAt = this.p;
           const flags = this.u8(`${what} flags`);
           if ((flags & ~FLAGS_KNOWN) !== 0) {
-            throw new CommandDecodeError(`${this.kind} command: ${what} has unknown flag bits 0x${flags.toString(16)} at offset ${flagsAt}`);
+            this.fail(`${what} has unknown flag bits 0x${flags.toString(16)} at offset ${flagsAt}`);
           }
           ops.push({
             type: "range",
@@ -513,15 +452,10 @@ class Reader {
           break;
         }
         default:
-          throw new CommandDecodeError(`${this.kind} command: ${what} has unknown type ${type} at offset ${at}`);
+          this.fail(`${what} has unknown type ${type} at offset ${at}`);
       }
     }
     return ops;
-  }
-  end(): void {
-    if (this.p !== this.data.length) {
-      throw new CommandDecodeError(`${this.kind} command has ${this.data.length - this.p} trailing byte(s) after offset ${this.p}`);
-    }
   }
 }
 
