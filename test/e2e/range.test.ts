@@ -3,15 +3,21 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import type { KeyValue, RangeResponse, RequestOp } from "../../src/server/gen/rbkv.ts";
+import type { Compare, KeyValue, RangeResponse, RequestOp, WatchResponse } from "../../src/server/gen/rbkv.ts";
 import type { RbdkvClient, RangeRequestInit } from "../../src/server/grpc-service.ts";
 import {
   Clients,
+  Compare_Result,
+  Compare_Target,
+  EventType,
   ReadConsistency,
   after,
+  code,
+  compare,
   compareBytes,
   deadline,
   del,
+  get,
   hex,
   message,
   prefixEnd,
@@ -19,7 +25,7 @@ import {
   put,
   seedFromEnv,
 } from "./api-helpers.ts";
-import { TestCluster, enc, sleep } from "./harness.ts";
+import { TestCluster, dec, enc, eventually, sleep } from "./harness.ts";
 
 // Limits set on the command line so that the test does not depend on the defaults.
 const MAX_TXN_OPS = 16;
@@ -413,5 +419,129 @@ describe("limits and bad requests", () => {
     expect(got).toEqual([]);
     expect((await cl.of(i).rangeAsync({ key: enc("twice") }, deadline(5000))).kvs).toEqual([]);
     await stillServes(i, "malformed");
+  }, 30_000);
+});
+
+describe("Txn semantics", () => {
+  let c: TestCluster;
+  let cl: Clients;
+
+  beforeAll(async () => {
+    c = await TestCluster.create(3, ["--election-timeout=600"]);
+    await c.startSeedStyle();
+    cl = new Clients(c);
+  }, 60_000);
+
+  afterAll(async () => {
+    cl?.close();
+    if (c) await c.destroy();
+  });
+
+  test("every compare target and operator, on a present and a missing key, picks the branch the proto documents", async () => {
+    const leader = await c.leader();
+    const x = cl.of((leader + 1) % 3); // through a follower: the txn is forwarded
+    const v1 = (await x.txnAsync({ success: [put("cmp/k", "b")] }, deadline(5000))).version;
+    const v2 = (await x.txnAsync({ success: [put("cmp/k", "bb")] }, deadline(5000))).version;
+    expect(v2).toBeGreaterThan(v1);
+    const { EQUAL, GREATER, LESS, NOT_EQUAL } = Compare_Result;
+    const { VERSION, CREATE_VERSION, VALUE, EXISTS } = Compare_Target;
+    const cases: [string, Compare[], boolean][] = [
+      ["VERSION = current", [compare("cmp/k", VERSION, EQUAL, { version: v2 })], true],
+      ["VERSION = older", [compare("cmp/k", VERSION, EQUAL, { version: v1 })], false],
+      ["VERSION > older", [compare("cmp/k", VERSION, GREATER, { version: v1 })], true],
+      ["VERSION < current", [compare("cmp/k", VERSION, LESS, { version: v2 })], false],
+      ["VERSION < current+1", [compare("cmp/k", VERSION, LESS, { version: v2 + 1 })], true],
+      ["VERSION != current", [compare("cmp/k", VERSION, NOT_EQUAL, { version: v2 })], false],
+      ["CREATE_VERSION = first write", [compare("cmp/k", CREATE_VERSION, EQUAL, { version: v1 })], true],
+      ["CREATE_VERSION = second write", [compare("cmp/k", CREATE_VERSION, EQUAL, { version: v2 })], false],
+      ["CREATE_VERSION < second write", [compare("cmp/k", CREATE_VERSION, LESS, { version: v2 })], true],
+      ["VALUE = bb", [compare("cmp/k", VALUE, EQUAL, { value: "bb" })], true],
+      ["VALUE > ba", [compare("cmp/k", VALUE, GREATER, { value: "ba" })], true],
+      ["VALUE > bb", [compare("cmp/k", VALUE, GREATER, { value: "bb" })], false],
+      ["VALUE < bc", [compare("cmp/k", VALUE, LESS, { value: "bc" })], true],
+      ["VALUE < b (a prefix sorts first)", [compare("cmp/k", VALUE, LESS, { value: "b" })], false],
+      ["VALUE != bb", [compare("cmp/k", VALUE, NOT_EQUAL, { value: "bb" })], false],
+      ["EXISTS = true", [compare("cmp/k", EXISTS, EQUAL, { exists: true })], true],
+      ["EXISTS = false", [compare("cmp/k", EXISTS, EQUAL, { exists: false })], false],
+      ["EXISTS != true", [compare("cmp/k", EXISTS, NOT_EQUAL, { exists: true })], false],
+      ["missing: VERSION = 0", [compare("cmp/none", VERSION, EQUAL, { version: 0 })], true],
+      ["missing: VERSION > 0", [compare("cmp/none", VERSION, GREATER, { version: 0 })], false],
+      ["missing: CREATE_VERSION = 0", [compare("cmp/none", CREATE_VERSION, EQUAL, { version: 0 })], true],
+      ["missing: VALUE = empty (never true)", [compare("cmp/none", VALUE, EQUAL, { value: "" })], false],
+      ["missing: VALUE != x (never true)", [compare("cmp/none", VALUE, NOT_EQUAL, { value: "x" })], false],
+      ["missing: VALUE < z (never true)", [compare("cmp/none", VALUE, LESS, { value: "z" })], false],
+      ["missing: EXISTS = false", [compare("cmp/none", EXISTS, EQUAL, { exists: false })], true],
+      ["missing: EXISTS = true", [compare("cmp/none", EXISTS, EQUAL, { exists: true })], false],
+      ["all hold", [compare("cmp/k", VERSION, EQUAL, { version: v2 }), compare("cmp/none", EXISTS, EQUAL, { exists: false })], true],
+      ["one of them fails", [compare("cmp/k", VERSION, EQUAL, { version: v2 }), compare("cmp/none", EXISTS, EQUAL, { exists: true })], false],
+      ["no compares", [], true],
+    ];
+    const wrong: string[] = [];
+    for (const [n, [what, cmps, want]] of cases.entries()) {
+      const r = await x.txnAsync({ compare: cmps, success: [put(`cmp/out/${n}`, "success")], failure: [put(`cmp/out/${n}`, "failure"), get("cmp/k")] }, deadline(5000));
+      const out = await x.rangeAsync({ key: enc(`cmp/out/${n}`), rc: ReadConsistency.Linearizable }, deadline(5000));
+      const branch = out.kvs.length === 1 ? dec(out.kvs[0]!.value) : "(none)";
+      if (r.succeeded !== want || branch !== (want ? "success" : "failure") || r.responses.length !== (want ? 1 : 2)) {
+        wrong.push(`${what}: succeeded=${r.succeeded} (want ${want}), branch ${branch}, ${r.responses.length} responses`);
+      }
+    }
+    expect(wrong).toEqual([]);
+    // The two compare targets that take only = and != refuse the others.
+    const bad = await x.txnAsync({ compare: [compare("cmp/k", EXISTS, GREATER, { exists: true })], success: [] }, deadline(5000)).then(
+      () => "OK",
+      (err) => grpc.status[code(err) ?? -1],
+    );
+    expect(bad).toBe("INVALID_ARGUMENT");
+  }, 30_000);
+
+  test("ops run in order at one version: a range sees the earlier puts, a delete counts what it removed, a watch sees one version", async () => {
+    const leader = await c.leader();
+    const x = cl.of(leader);
+    await x.txnAsync({ success: [put("ops/a", "old"), put("ops/b", "1"), put("ops/c", "2"), put("ops/d", "3")] }, deadline(5000));
+    const events: WatchResponse[] = [];
+    const base = (await x.rangeAsync({ key: enc("ops/"), prefix: true, countOnly: true }, deadline(5000))).version;
+    const s = x.watch({ watcherId: "ops", prefixes: [enc("ops/")], startVersion: base });
+    s.on("data", (r: WatchResponse) => events.push(r));
+    s.on("error", () => {});
+    const r = await x.txnAsync(
+      {
+        success: [put("ops/a", "new", 7), get("ops/a"), del("ops/b", "ops/d"), { op: { $case: "range", value: { key: enc("ops/"), prefix: true, countOnly: true } } }, put("ops/e", "5"), del("ops/zzz")],
+      },
+      deadline(5000),
+    );
+    expect(r.succeeded).toBe(true);
+    const v = r.version;
+    const shape = r.responses.map((o) => {
+      const res = o.result!;
+      if (res.$case === "put") return `put@${res.value.version}`;
+      if (res.$case === "delete") return `deleted ${res.value.deleted}`;
+      return `range ${res.value.kvs.map((kv) => `${dec(kv.key)}=${dec(kv.value)} m${kv.meta} @${kv.version}`).join(",")} count ${res.value.count}`;
+    });
+    expect(shape).toEqual([`put@${v}`, `range ops/a=new m7 @${v} count 1`, "deleted 2", "range  count 2", `put@${v}`, "deleted 0"]);
+    const after = await x.rangeAsync({ key: enc("ops/"), prefix: true }, deadline(5000));
+    expect(after.kvs.map((kv) => `${dec(kv.key)}=${dec(kv.value)}@${kv.version}`)).toEqual([`ops/a=new@${v}`, "ops/d=3@" + after.kvs.find((kv) => dec(kv.key) === "ops/d")!.version, `ops/e=5@${v}`]);
+    await eventually("the txn's events", async () => events.length >= 4, 5000);
+    await sleep(200);
+    s.cancel();
+    expect(events.map((e) => `${e.event!.type}:${dec(e.event!.key)}@${e.event!.version}`)).toEqual([
+      `${EventType.Put}:ops/a@${v}`,
+      `${EventType.Delete}:ops/b@${v}`,
+      `${EventType.Delete}:ops/c@${v}`,
+      `${EventType.Put}:ops/e@${v}`,
+    ]);
+  }, 30_000);
+
+  test("a put with a ttl inside a txn: expire_at is stamped, and the key expires on every node", async () => {
+    const leader = await c.leader();
+    const t0 = Date.now();
+    const r = await cl.of(leader).txnAsync({ success: [{ op: { $case: "put", value: { key: enc("ttl/t"), value: enc("short"), ttl: { seconds: 1, nanos: 0 } } } }] }, deadline(5000));
+    const kv = (await cl.of(leader).rangeAsync({ key: enc("ttl/t") }, deadline(5000))).kvs[0]!;
+    expect(kv.version).toBe(r.version);
+    expect(kv.expireAt).toBeGreaterThanOrEqual(t0 + 1000 - 50);
+    expect(kv.expireAt).toBeLessThanOrEqual(Date.now() + 1000 + 50);
+    await sleep(1500);
+    for (let i = 0; i < 3; i++) {
+      await eventually(`ttl/t gone on node${i + 1}`, async () => (await cl.of(i).rangeAsync({ key: enc("ttl/t"), rc: ReadConsistency.Serializable }, deadline(2000))).kvs.length === 0, 5000);
+    }
   }, 30_000);
 });
