@@ -128,6 +128,35 @@ describe("exactly-once writes with sessions", () => {
     expect((await read("nos/c"))?.version).toBe((await read("nos/c"))?.create); // written once
   }, 30_000);
 
+  test("the same (session, seq) sent to every node at once applies once; a seq older than the window is refused", async () => {
+    const leader = await c.leader();
+    const sid = (await cl.of(leader).openSessionAsync({ ttl: { seconds: 60, nanos: 0 } }, deadline(5000))).sessionId;
+    // Five copies of one request in flight together, through all three nodes.
+    const copies = await Promise.all(
+      Array.from({ length: 5 }, (_, k) => cl.of(k % 3).executeAsync({ op: OpType.Put, kv: { key: enc("dup/k"), value: enc(`copy${k}`) }, sessionId: sid, seq: 1 }, deadline(5000))),
+    );
+    expect(new Set(copies.map((r) => r.version)).size).toBe(1);
+    const kv = (await read("dup/k"))!;
+    expect({ version: kv.version, create: kv.create }).toEqual({ version: copies[0]!.version, create: copies[0]!.version });
+    const txnCopies = await Promise.all(Array.from({ length: 5 }, (_, k) => cl.of(k % 3).txnAsync({ success: [put(`dup/t`, `copy${k}`)], sessionId: sid, seq: 2 }, deadline(5000))));
+    expect(new Set(txnCopies.map((r) => `${r.succeeded}@${r.version}`)).size).toBe(1);
+    const t = (await read("dup/t"))!;
+    expect({ version: t.version, create: t.create }).toEqual({ version: txnCopies[0]!.version, create: txnCopies[0]!.version });
+
+    // Move the session's highest seq far ahead (each seq once), then retry seq 1: it cannot be
+    // told from a new request any more, so it must be refused, never applied again.
+    const N = 300;
+    for (let q = 3; q <= N; q += 50) {
+      await Promise.all(Array.from({ length: Math.min(50, N - q + 1) }, (_, j) => cl.of(leader).executeAsync({ op: OpType.Put, kv: { key: enc(`dup/s/${q + j}`), value: enc("x") }, sessionId: sid, seq: q + j }, deadline(10_000))));
+    }
+    const old = await failure(cl.of(leader).executeAsync({ op: OpType.Put, kv: { key: enc("dup/k"), value: enc("again") }, sessionId: sid, seq: 1 }, deadline(5000)));
+    expect(old.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(await read("dup/k")).toEqual(kv);
+    // A recent one is still remembered.
+    const recent = await cl.of(leader).executeAsync({ op: OpType.Put, kv: { key: enc(`dup/s/${N}`), value: enc("x") }, sessionId: sid, seq: N }, deadline(5000));
+    expect(recent.version).toBe((await read(`dup/s/${N}`))!.version);
+  }, 30_000);
+
   /**
    * One increment of the counter under (sid, seq): the request that reads it and the Txn that
    * moves it from n to n+1 if nobody else did.

@@ -24,9 +24,10 @@ describe("Watch resume, compaction and progress", () => {
   let cl: Clients;
   // Shared with the compaction test: the whole history of w/ as the watcher saw it.
   let history: SeenEvent[] = [];
+  let compactedAt = 0;
 
   beforeAll(async () => {
-    c = await TestCluster.create(3, ["--election-timeout=600", "--snapshot-threshold=3000", "--trailing-logs=500"]);
+    c = await TestCluster.create(3, ["--election-timeout=600", "--snapshot-threshold=1000", "--trailing-logs=100"]);
     await c.startSeedStyle();
     cl = new Clients(c);
   }, 60_000);
@@ -123,6 +124,7 @@ describe("Watch resume, compaction and progress", () => {
       await Promise.all(workers);
     }
     const writeMs = Date.now() - t0;
+    const installs = (await Promise.all(c.nodes.map(async (n) => ((await n.logs()).match(/installed a state machine image/g) ?? []).length))).map((k, i) => `node${i + 1}:${k}`);
     for (let i = 0; i < 3; i++) await c.waitServing(i);
 
     // The watcher catches up with everything written (the last acked version, via Progress).
@@ -174,7 +176,7 @@ describe("Watch resume, compaction and progress", () => {
     expect(store.kvs.every((kv) => state.get(hex(kv.key)) === hex(kv.value))).toBe(true);
 
     history = seen;
-    console.log(`watch: ${acked()} writes acked in ${writeMs}ms (${writeErrors} lost answers), ${seen.length} events via ${watcher.streams.map((s) => `node${s.node + 1}@${s.startVersion}[${s.endedWith}]`).join(" -> ")}; kills: ${kills.join("; ")}`);
+    console.log(`watch: ${acked()} writes acked in ${writeMs}ms (${writeErrors} lost answers), ${seen.length} events via ${watcher.streams.map((s) => `node${s.node + 1}@${s.startVersion}[${s.endedWith}]`).join(" -> ")}; kills: ${kills.join("; ")}; snapshot installs ${installs.join(" ")}`);
   }, 120_000);
 
   test("after Compact(C): a watch or read below C answers OUT_OF_RANGE naming C; from C on, the replay is exact", async () => {
@@ -184,6 +186,7 @@ describe("Watch resume, compaction and progress", () => {
     const cv = versions[Math.floor(versions.length / 2)]!;
     const r = await cl.of(leader).compactAsync({ version: cv }, deadline(10_000));
     expect(r.compacted).toBe(cv);
+    compactedAt = cv;
     // A second compaction at or below it is refused (it cannot bring history back).
     const again = await cl.of(leader).compactAsync({ version: cv - 1 }, deadline(10_000)).then(
       () => "OK",
@@ -233,6 +236,36 @@ describe("Watch resume, compaction and progress", () => {
     expect(replay.streams.length).toBe(1);
   }, 60_000);
 
+  test("a node that catches up through a snapshot replays the same history and keeps the compaction", async () => {
+    expect(compactedAt).toBeGreaterThan(0);
+    const leader = await c.leader();
+    const f = (leader + 1) % 3;
+    await c.nodes[f]!.kill9();
+    // More entries than --snapshot-threshold + --trailing-logs while it is down.
+    let n = 0;
+    await Promise.all(
+      Array.from({ length: 32 }, async (_, w) => {
+        while (n < 1300) {
+          n++;
+          await cl.of(leader).executeAsync({ op: OpType.Put, kv: { key: enc(`snap/${w}`), value: enc(String(n)) } }, deadline(5000));
+        }
+      }),
+    );
+    c.nodes[f]!.start();
+    await eventually("the snapshot install", async () => /installed a state machine image/.test(await c.nodes[f]!.logs()), 30_000, 200);
+    const below = await eventually("OUT_OF_RANGE below the compaction on the restored node", async () => {
+      const err = await watchError(cl.of(f), { watcherId: "snap-below", prefixes: [enc("w/")], startVersion: compactedAt - 1 }, 3000);
+      return err !== "no error" && err.code === grpc.status.OUT_OF_RANGE ? err : false;
+    }, 15_000);
+    expect(below.details).toContain(String(compactedAt));
+    const last = history[history.length - 1]!.version;
+    const replay = new ResumingWatcher(cl, { watcherId: "snap-replay", prefixes: [enc("w/")], startVersion: compactedAt, progressNotify: true }, f);
+    await replay.until(`the replay to ${last}`, () => replay.progress.some((p) => p.version >= last), 30_000);
+    await replay.stop();
+    expect(replay.streams.length).toBe(1);
+    expect(replay.events.map((e) => `${e.type}:${e.key}=${e.value}@${e.version}`)).toEqual(history.filter((e) => e.version > compactedAt).map((e) => `${e.type}:${e.key}=${e.value}@${e.version}`));
+  }, 60_000);
+
   test("Progress events: right after the replay, and at least every progress_interval_ms while idle", async () => {
     const leader = await c.leader();
     const node = (leader + 1) % 3;
@@ -240,11 +273,12 @@ describe("Watch resume, compaction and progress", () => {
     // The node has applied v, so the replay from v - 1 has exactly one event.
     await eventually("the follower applied v", async () => (await cl.of(node).rangeAsync({ key: enc("idle/k"), rc: ReadConsistency.Serializable }, deadline(2000))).kvs.length === 1);
 
+    let wid = 0;
     const collect = (req: { startVersion: number; progressIntervalMs?: number }, ms: number): Promise<{ at: number; r: WatchResponse }[]> =>
       new Promise((resolve) => {
         const got: { at: number; r: WatchResponse }[] = [];
         const t0 = Date.now();
-        const s = cl.of(node).watch({ watcherId: `idle-${req.progressIntervalMs ?? "default"}`, prefixes: [enc("idle/")], progressNotify: true, ...req });
+        const s = cl.of(node).watch({ watcherId: `idle-${++wid}`, prefixes: [enc("idle/")], progressNotify: true, ...req });
         s.on("data", (r: WatchResponse) => got.push({ at: Date.now() - t0, r }));
         s.on("error", () => {});
         setTimeout(() => {
@@ -255,8 +289,9 @@ describe("Watch resume, compaction and progress", () => {
 
     // Default interval (1000 ms): the replayed event, then a Progress at >= v, then more while idle.
     const got = await collect({ startVersion: v - 1 }, 3700);
-    const kinds = got.map((g) => g.r.event!.type);
-    expect(kinds[0]).toBe(EventType.Put);
+    const trace = got.map((g) => `${g.at}ms ${g.r.event!.type}@${g.r.event!.version}`);
+    // The replayed event comes first (a Progress before it would claim v was sent when it was not).
+    expect({ first: got[0]?.r.event?.type, version: got[0]?.r.event?.version, trace }).toMatchObject({ first: EventType.Put, version: v });
     expect(got[0]!.r.event!.version).toBe(v);
     const prog = got.filter((g) => g.r.event!.type === EventType.Progress);
     expect(prog.length).toBeGreaterThanOrEqual(3);
@@ -273,6 +308,20 @@ describe("Watch resume, compaction and progress", () => {
     const fp = fast.filter((g) => g.r.event!.type === EventType.Progress);
     expect(fp.length).toBeGreaterThanOrEqual(4);
     expect(Math.max(...fp.slice(1).map((p, k) => p.at - fp[k]!.at))).toBeLessThan(500);
+
+    // Writes elsewhere do not make the stream busy: Progress keeps coming, and moves on.
+    let stopNoise = false;
+    const noise = (async () => {
+      for (let n = 0; !stopNoise; n++) await cl.of(leader).executeAsync({ op: OpType.Put, kv: { key: enc(`noise/${n % 10}`), value: enc(String(n)) } }, deadline(5000)).catch(() => sleep(20));
+    })();
+    const busy = await collect({ startVersion: 0 }, 2800);
+    stopNoise = true;
+    await noise;
+    const bp = busy.filter((g) => g.r.event!.type === EventType.Progress);
+    expect(busy.length).toBe(bp.length); // nothing under idle/ was written
+    expect(bp.length).toBeGreaterThanOrEqual(3);
+    expect(Math.max(bp[0]!.at, ...bp.slice(1).map((p, k) => p.at - bp[k]!.at))).toBeLessThan(1500);
+    expect(bp[bp.length - 1]!.r.event!.version).toBeGreaterThan(bp[0]!.r.event!.version);
 
     // Without progress_notify (a seed client): never a Progress event.
     const plain = await new Promise<number[]>((resolve) => {
