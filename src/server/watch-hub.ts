@@ -112,7 +112,8 @@ class Watcher {
   /** A progress mark at `version`, if it tells the watcher something and the stream is idle. */
   offerProgress(version: number, now: number): void {
     if (this.closed || this.replaying || this.blocked || this.queue.length > 0) return;
-    if (version < this.cursor || now - this.lastWriteAt < this.progressIntervalMs) return;
+    // One tick early: the timer's granularity must not stretch the promised interval.
+    if (version < this.cursor || now - this.lastWriteAt < this.progressIntervalMs - PROGRESS_TICK_MS) return;
     this.cursor = version;
     this.enqueue({ kind: "progress", version });
   }
