@@ -162,11 +162,18 @@ describe("Range", () => {
         }
       }
     };
+    // "\0", the smallest key there is, exists at both versions read below (a put after each churn).
+    const putZero = async (v: string): Promise<void> => {
+      const r = await w.executeAsync({ op: 2, kv: { key: b([0]), value: b(v) } }, deadline(10_000));
+      model.put(b([0]), b(v), 0, r.version);
+    };
     await churn();
+    await putZero("zero-1");
     const v1 = (await w.executeAsync({ op: 2, kv: { key: b("m/", [0x61, 0]), value: b("at-v1") } }, deadline(10_000))).version;
     model.put(b("m/", [0x61, 0]), b("at-v1"), 0, v1);
     const atV1 = model.clone();
     await churn();
+    await putZero("zero-2");
     const v2 = (await w.executeAsync({ op: 2, kv: { key: b("m/"), value: b("at-v2") } }, deadline(10_000))).version;
     model.put(b("m/"), b("at-v2"), 0, v2);
     expect(model.recs.size).toBeGreaterThan(150);
@@ -202,6 +209,10 @@ describe("Range", () => {
       await run({ key: b("m"), rangeEnd: b([0]), limit: 50, version, rc }, null, m, "[m, \\0): every key from m on");
       await run({ key: b([0]), rangeEnd: b([0]), countOnly: true, version, rc }, null, m, "everything, count_only");
       await run({ key: b("m/zzz-missing"), version, rc }, after(b("m/zzz-missing")), m, "a missing single key");
+      // The smallest key there is, "\0", read backwards (found: lmdb-js's reverse scan skips it).
+      await run({ key: b([0]), reverse: true, version, rc }, after(b([0])), m, "the single key \\0, reverse");
+      await run({ key: b([0]), rangeEnd: b("m"), reverse: true, version, rc }, b("m"), m, "[\\0, m) reverse");
+      await run({ key: b([0]), rangeEnd: b([0]), reverse: true, countOnly: true, version, rc }, null, m, "everything, reverse, count_only");
       await run({ key: b("m/"), prefix: true, limit: MAX_RANGE_LIMIT, version, rc }, mPrefixEnd, m, "limit = the max");
     }
     // Then random ones.
@@ -231,6 +242,33 @@ describe("Range", () => {
     expect(failures.slice(0, 5)).toEqual([]);
     expect(checked).toBeGreaterThan(150);
   }, 60_000);
+
+  test("a reverse Range includes the key \"\\0\" (the smallest key) at the latest and at an older version", async () => {
+    const leader = await c.leader();
+    const x = cl.of(leader);
+    const zero = new Uint8Array([0]);
+    const v1 = (await x.executeAsync({ op: 2, kv: { key: zero, value: enc("one") } }, deadline(5000))).version;
+    const v2 = (await x.executeAsync({ op: 2, kv: { key: zero, value: enc("two") } }, deadline(5000))).version;
+    await x.executeAsync({ op: 2, kv: { key: enc("zz-after"), value: enc("z") } }, deadline(5000)); // so that v2 is an older version
+    const read = async (version: number, reverse: boolean): Promise<string> => {
+      const r = await x.rangeAsync({ key: zero, reverse, version, rc: ReadConsistency.Linearizable }, deadline(5000));
+      return `${r.count}:${r.kvs.map((kv) => `${dec(kv.value)}@${kv.version}`).join(",")}`;
+    };
+    const got: Record<string, string> = {};
+    for (const [label, version] of [["latest", 0], ["v1", v1], ["v2", v2]] as const) {
+      for (const reverse of [false, true]) got[`${label} ${reverse ? "reverse" : "forward"}`] = await read(version, reverse);
+    }
+    expect(got).toEqual({
+      "latest forward": `1:two@${v2}`,
+      "latest reverse": `1:two@${v2}`,
+      "v1 forward": `1:one@${v1}`,
+      "v1 reverse": `1:one@${v1}`,
+      "v2 forward": `1:two@${v2}`,
+      "v2 reverse": `1:two@${v2}`,
+    });
+    // Clean up so that the model test's key space is its own.
+    await x.executeAsync({ op: 3, kv: { key: enc("zz-after") } }, deadline(5000));
+  });
 
   test("paging with limit 7 at the first page's version stays consistent while the same keys are rewritten", async () => {
     const leader = await c.leader();
