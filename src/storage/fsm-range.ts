@@ -134,11 +134,18 @@ function fetchHistory(src: ReadSource, hk: Uint8Array): Uint8Array {
   return rec;
 }
 
+/**
+ * The lower bound of a reverse scan that must reach the smallest keys. Measured on lmdb-js 3.5.6:
+ * a reverse getRange without `end` stops before the one-byte key 00 (its default lower bound is
+ * that key, exclusive), so a reverse Range lost the key "\0"; an empty `end` reaches it.
+ */
+const BELOW_EVERY_KEY = Buffer.alloc(0);
+
 /** Live records of `latest` in [b.lo, b.hi), in storage-key order (descending if reverse). */
 function* latestScan(src: ReadSource, b: Bounds, reverse: boolean): Generator<{ skey: Uint8Array; rec: Uint8Array }> {
   const txn = src.txn ? { transaction: src.txn as never } : {};
   const range = reverse
-    ? src.latest.getRange({ ...(b.hi ? { start: u8view(b.hi) } : {}), reverse: true, ...txn })
+    ? src.latest.getRange({ ...(b.hi ? { start: u8view(b.hi) } : {}), end: BELOW_EVERY_KEY, reverse: true, ...txn })
     : src.latest.getRange({ ...(b.lo.length > 0 ? { start: u8view(b.lo) } : {}), ...(b.hi ? { end: u8view(b.hi) } : {}), ...txn });
   for (const { key, value } of range) {
     if (reverse) {
@@ -158,7 +165,7 @@ function* historyScan(src: ReadSource, b: Bounds, reverse: boolean, version: num
   const lo = escapeKey(b.lo, 0);
   const hi = b.hi ? escapeKey(b.hi, 0) : undefined;
   const keys = reverse
-    ? src.history.getKeys({ ...(hi ? { start: hi } : {}), reverse: true, ...txn })
+    ? src.history.getKeys({ ...(hi ? { start: hi } : {}), end: BELOW_EVERY_KEY, reverse: true, ...txn })
     : src.history.getKeys({ start: lo, ...(hi ? { end: hi } : {}), ...txn });
   let cur: Uint8Array | null = null;
   let best: Uint8Array | null = null;

@@ -9,6 +9,8 @@ import { Model, b, cmp, entry, ev, hex, inRange, openStore, put, rec, txn } from
 const L = (s: string): Uint8Array => Buffer.from(s, "latin1");
 const P = "x".repeat(480); // the inline limit: longer keys are hashed
 const POOL = [
+  "\0", // the smallest key: lmdb-js's reverse scans stop before it unless told otherwise
+  "\0\0",
   "a",
   "a\0",
   "a\0\0",
