@@ -67,8 +67,9 @@ export function applyError(code: ApplyErrorCode, message: string): RequestError 
 export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
   if (err instanceof RequestError) return { code: err.code, details: err.message, metadata: err.metadata };
   if (err instanceof NotLeaderError) {
-    // No leader known: UNAVAILABLE (retry later), not a redirect to nowhere.
-    const code = err.leaderId ? grpc.status.FAILED_PRECONDITION : grpc.status.UNAVAILABLE;
+    // No leader known, or none we can point at (e.g. moments after the leader removed itself,
+    // its address is gone from the book): UNAVAILABLE (retry later), not a redirect to nowhere.
+    const code = err.leaderId && err.leaderGrpcAddr ? grpc.status.FAILED_PRECONDITION : grpc.status.UNAVAILABLE;
     return notLeaderStatus(code, err.message, { leaderAddr: err.leaderGrpcAddr, leaderId: err.leaderId, term: err.term });
   }
   // ABORTED, unlike UNAVAILABLE, tells the client the write certainly did not happen.

@@ -145,4 +145,15 @@ describe("not-leader errors carry the seed's LeaderInfoResponse in the gRPC erro
       node.term = 3;
     }
   });
+
+  test("a leader whose address is unknown (it just removed itself) is UNAVAILABLE, not a redirect to nowhere", async () => {
+    node.leaderGrpc = "";
+    try {
+      const err = await watchError();
+      expect(err.code).toBe(grpc.status.UNAVAILABLE);
+      expect(err.metadata.get("grpc-status-details-bin")).toEqual([]);
+    } finally {
+      node.leaderGrpc = "127.0.0.1:9501";
+    }
+  });
 });
