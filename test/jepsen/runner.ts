@@ -307,7 +307,7 @@ export async function runJepsen(o: JepsenOptions): Promise<JepsenResult> {
         const final = await bank.readFinal();
         summary.checks.push(...checkBank({ setup: bank.setupResult!, transfers: bank.transfers, reads: bank.reads, final }));
       }
-      if (wr) summary.checks.push(checkWatchResume({ prefix: WR_PREFIX, writes: wr.writes, segments: wr.segments, watchers: wr.watchers, compactions: wr.compactions, final: reads }));
+      if (wr) summary.checks.push(checkWatchResume({ prefix: WR_PREFIX, writes: wr.writes, segments: wr.segments, watchers: wr.watchers, compactions: wr.compactions, final: reads, implicitCompaction: o.nodeArgs.some((a) => /^--version-keep-num(=|$)/.test(a) && !/=0$/.test(a)) }));
       summary.checks.push(checkAgreement(keys, reads, keyCounts));
     });
   }

@@ -15,7 +15,8 @@
 //   - no gap: every committed version between the watcher's first start_version and the last
 //     version it received was delivered, except those an explicit reset skipped: a segment that
 //     ended OUT_OF_RANGE naming compacted version C allows exactly (last received, C]; C must
-//     be above what the watcher asked for and no higher than any compaction anyone requested.
+//     be above what the watcher asked for and no higher than any compaction anyone requested
+//     (unless the nodes compact on their own, --version-keep-num).
 
 import type { CheckResult, FinalReads } from "./checks.ts";
 import type { WrCompaction, WrSegment, WrWrite } from "./watch-resume.ts";
@@ -27,6 +28,11 @@ export interface WatchResumeHistory {
   watchers: { start: number; last: number }[];
   compactions: WrCompaction[];
   final: FinalReads;
+  /**
+   * The nodes compact on their own (--version-keep-num): a reset then need not match a
+   * requested compaction.
+   */
+  implicitCompaction?: boolean;
 }
 
 interface Committed {
@@ -107,7 +113,7 @@ export function checkWatchResume(h: WatchResumeHistory): CheckResult {
       if (s.reset !== undefined) {
         resets++;
         if (s.reset <= s.startVersion) problems.push(`${name(s)}: OUT_OF_RANGE names compacted version ${s.reset}, not above the start_version asked for`);
-        if (s.reset > maxCompaction) problems.push(`${name(s)}: OUT_OF_RANGE names compacted version ${s.reset}, but no compaction past ${maxCompaction} was requested`);
+        if (!h.implicitCompaction && s.reset > maxCompaction) problems.push(`${name(s)}: OUT_OF_RANGE names compacted version ${s.reset}, but no compaction past ${maxCompaction} was requested`);
         if (s.reset > floor) {
           allowed.push([floor, s.reset]);
           floor = s.reset;
