@@ -197,7 +197,9 @@ export class KvService {
     switch (cmd.op) {
       case OpType.Get: {
         checkKey(key, this.limits);
-        await this.readBarrier(cmd.rc, Math.max(cmd.minVersion, 0), deadline);
+        // A read at a version this node has not applied yet waits for it (else it would
+        // answer an older value as the value at that version).
+        await this.readBarrier(cmd.rc, Math.max(cmd.minVersion, kv?.version ?? 0), deadline);
         const rec = this.node.kv.get(key, kv?.version ?? 0, Date.now());
         if (!rec) throw new RequestError(grpc.status.NOT_FOUND, `key not found${kv?.version ? ` at version ${kv.version}` : ""}`);
         return { key: rec.key, value: rec.value, meta: rec.meta, version: rec.version };
@@ -268,10 +270,11 @@ export class KvService {
 
   private async range(req: RangeRequest, deadline: number): Promise<RangeResponse> {
     this.assertStarted();
-    const q = rangeQueryOf(req, this.limits, Date.now());
+    const q = rangeQueryOf(req, this.limits, Date.now()); // validates before any wait
     // A read at a version this node has not applied yet waits for it, as min_version does:
     // pages of one range may be served by different members.
     await this.readBarrier(req.rc, Math.max(req.minVersion, req.version), deadline);
+    q.nowMs = Date.now(); // TTLs as of the read, not of the request's arrival
     return rangeResponseOf(this.node.kv.range(q));
   }
 
