@@ -6,7 +6,7 @@
 // ready carries them all — group commit); send the messages that promise persisted state;
 // apply committed entries in batches; resolve the waiting proposals and reads; advance().
 
-import { ProposalDroppedError, RaftCore, RaftState, type Ready, raftStateName } from "../raft/core.ts";
+import { ProposalDroppedError, RaftCore, RaftState, type Ready, type Status as RaftStatus, raftStateName } from "../raft/core.ts";
 import {
   type ConfChange,
   ConfChangeType,
@@ -18,7 +18,8 @@ import {
   decodeConfChange,
   encodeConfChange,
 } from "../raft/messages.ts";
-import { type ApplyOutcome, type FsmEntry, type KvEvent, KvStore } from "../storage/fsm.ts";
+import { type ApplyOutcome, type FsmEntry, type KvEvent, type KvRecord, KvStore, type RangeQuery } from "../storage/fsm.ts";
+import { type RangeResult } from "../storage/apply-result.ts";
 import { type PeerAddress, RaftLogStore } from "../storage/raft-log-store.ts";
 import { PeerTransport } from "../transport/transport.ts";
 import { isMember, isVoter } from "../raft/membership.ts";
@@ -110,10 +111,11 @@ export function decodePeerContext(ctx: Uint8Array): PeerAddress | null {
 
 export class RaftNode {
   readonly id: NodeId;
-  core!: RaftCore;
-  logStore!: RaftLogStore;
-  kv!: KvStore;
-  transport!: PeerTransport;
+  // The layers below are this class's own: callers use the methods of the queries section.
+  private core!: RaftCore;
+  private logStore!: RaftLogStore;
+  private kv!: KvStore;
+  private transport!: PeerTransport;
   private readonly opts: NodeOptions;
   private readonly log: Logger;
 
@@ -917,6 +919,50 @@ export class RaftNode {
 
   peerAddresses(): Map<NodeId, PeerAddress> {
     return new Map(this.peerBook);
+  }
+
+  /** The consensus core's view: term, role, indexes and (as leader) each follower's progress. */
+  raftStatus(): RaftStatus {
+    return this.core.status();
+  }
+
+  /** Index of the last configuration entry in the log (committed or not). */
+  confIndex(): number {
+    return this.core.confIndex();
+  }
+
+  firstLogIndex(): number {
+    return this.logStore.firstIndex();
+  }
+
+  clusterId(): string {
+    return this.logStore.clusterId() ?? "";
+  }
+
+  /** The newest value of `key` at or below `atVersion` (0 = latest) in this node's copy. */
+  get(key: Uint8Array, atVersion: number, nowMs: number): KvRecord | null {
+    return this.kv.get(key, atVersion, nowMs);
+  }
+
+  range(q: RangeQuery): RangeResult {
+    return this.kv.range(q);
+  }
+
+  /** Events after version `after` through `through` under the prefixes (watch replay). */
+  changes(after: number, through: number, prefixes: Uint8Array[], limit: number): KvEvent[] {
+    return this.kv.changes(after, through, prefixes, limit);
+  }
+
+  compactedVersion(): number {
+    return this.kv.compactedVersion;
+  }
+
+  expiredKeys(nowMs: number, limit: number): { key: Uint8Array; version: number }[] {
+    return this.kv.expiredKeys(nowMs, limit);
+  }
+
+  kvStats(): { dataSize: number; keyCount: number } {
+    return this.kv.stats();
   }
 }
 

@@ -37,7 +37,7 @@ export class TtlReaper {
     }
     let expired: { key: Uint8Array; version: number }[];
     try {
-      expired = this.node.kv.expiredKeys(Date.now(), BATCH);
+      expired = this.node.expiredKeys(Date.now(), BATCH);
     } catch (err) {
       // E.g. a damaged expiry record (KvCorruptionError, naming the file): nothing to propose.
       const msg = (err as Error).message;

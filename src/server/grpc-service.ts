@@ -47,6 +47,20 @@ import {
   TxnResponse,
   WatchRequest,
   WatchResponse,
+  MemberListRequest,
+  MemberListResponse,
+  MemberAddRequest,
+  MemberAddResponse,
+  MemberPromoteRequest,
+  MemberPromoteResponse,
+  MemberUpdateRequest,
+  MemberUpdateResponse,
+  TransferLeadershipRequest,
+  TransferLeadershipResponse,
+  StatusRequest,
+  StatusResponse,
+  SnapshotRequest,
+  SnapshotChunk,
 } from "./gen/rbkv.ts";
 
 export { toBuffer } from "./codec.ts";
@@ -77,6 +91,20 @@ export type OpenSessionRequestInit = DeepPartial<OpenSessionRequest>;
 export type OpenSessionResponseInit = DeepPartial<OpenSessionResponse>;
 export type CloseSessionRequestInit = DeepPartial<CloseSessionRequest>;
 export type CloseSessionResponseInit = DeepPartial<CloseSessionResponse>;
+export type MemberListRequestInit = DeepPartial<MemberListRequest>;
+export type MemberListResponseInit = DeepPartial<MemberListResponse>;
+export type MemberAddRequestInit = DeepPartial<MemberAddRequest>;
+export type MemberAddResponseInit = DeepPartial<MemberAddResponse>;
+export type MemberPromoteRequestInit = DeepPartial<MemberPromoteRequest>;
+export type MemberPromoteResponseInit = DeepPartial<MemberPromoteResponse>;
+export type MemberUpdateRequestInit = DeepPartial<MemberUpdateRequest>;
+export type MemberUpdateResponseInit = DeepPartial<MemberUpdateResponse>;
+export type TransferLeadershipRequestInit = DeepPartial<TransferLeadershipRequest>;
+export type TransferLeadershipResponseInit = DeepPartial<TransferLeadershipResponse>;
+export type StatusRequestInit = DeepPartial<StatusRequest>;
+export type StatusResponseInit = DeepPartial<StatusResponse>;
+export type SnapshotRequestInit = DeepPartial<SnapshotRequest>;
+export type SnapshotChunkInit = DeepPartial<SnapshotChunk>;
 
 /**
  * One method: the generated definition's path and streaming flags with rbkv's serializers. The
@@ -124,6 +152,13 @@ export const RbdkvService = {
   compact: method(GeneratedService.compact, "Compact", CompactRequest, "rbdkv.CompactRequest", CompactResponse, "rbdkv.CompactResponse"),
   openSession: method(GeneratedService.openSession, "OpenSession", OpenSessionRequest, "rbdkv.OpenSessionRequest", OpenSessionResponse, "rbdkv.OpenSessionResponse"),
   closeSession: method(GeneratedService.closeSession, "CloseSession", CloseSessionRequest, "rbdkv.CloseSessionRequest", CloseSessionResponse, "rbdkv.CloseSessionResponse"),
+  memberList: method(GeneratedService.memberList, "MemberList", MemberListRequest, "rbdkv.MemberListRequest", MemberListResponse, "rbdkv.MemberListResponse"),
+  memberAdd: method(GeneratedService.memberAdd, "MemberAdd", MemberAddRequest, "rbdkv.MemberAddRequest", MemberAddResponse, "rbdkv.MemberAddResponse"),
+  memberPromote: method(GeneratedService.memberPromote, "MemberPromote", MemberPromoteRequest, "rbdkv.MemberPromoteRequest", MemberPromoteResponse, "rbdkv.MemberPromoteResponse"),
+  memberUpdate: method(GeneratedService.memberUpdate, "MemberUpdate", MemberUpdateRequest, "rbdkv.MemberUpdateRequest", MemberUpdateResponse, "rbdkv.MemberUpdateResponse"),
+  transferLeadership: method(GeneratedService.transferLeadership, "TransferLeadership", TransferLeadershipRequest, "rbdkv.TransferLeadershipRequest", TransferLeadershipResponse, "rbdkv.TransferLeadershipResponse"),
+  status: method(GeneratedService.status, "Status", StatusRequest, "rbdkv.StatusRequest", StatusResponse, "rbdkv.StatusResponse"),
+  snapshot: method(GeneratedService.snapshot, "Snapshot", SnapshotRequest, "rbdkv.SnapshotRequest", SnapshotChunk, "rbdkv.SnapshotChunk"),
 } as const satisfies grpc.ServiceDefinition;
 
 /** HTTP/2 paths of the seed's five RPCs and rbkv's extensions. */
@@ -139,6 +174,13 @@ export const RbdkvPaths = {
   compact: GeneratedService.compact.path,
   openSession: GeneratedService.openSession.path,
   closeSession: GeneratedService.closeSession.path,
+  memberList: GeneratedService.memberList.path,
+  memberAdd: GeneratedService.memberAdd.path,
+  memberPromote: GeneratedService.memberPromote.path,
+  memberUpdate: GeneratedService.memberUpdate.path,
+  transferLeadership: GeneratedService.transferLeadership.path,
+  status: GeneratedService.status.path,
+  snapshot: GeneratedService.snapshot.path,
 } as const;
 
 /** What a server implements: `server.addService(RbdkvService, handlers)`. */
@@ -154,6 +196,13 @@ export interface RbdkvHandlers extends grpc.UntypedServiceImplementation {
   compact: grpc.handleUnaryCall<CompactRequest, CompactResponseInit>;
   openSession: grpc.handleUnaryCall<OpenSessionRequest, OpenSessionResponseInit>;
   closeSession: grpc.handleUnaryCall<CloseSessionRequest, CloseSessionResponseInit>;
+  memberList: grpc.handleUnaryCall<MemberListRequest, MemberListResponseInit>;
+  memberAdd: grpc.handleUnaryCall<MemberAddRequest, MemberAddResponseInit>;
+  memberPromote: grpc.handleUnaryCall<MemberPromoteRequest, MemberPromoteResponseInit>;
+  memberUpdate: grpc.handleUnaryCall<MemberUpdateRequest, MemberUpdateResponseInit>;
+  transferLeadership: grpc.handleUnaryCall<TransferLeadershipRequest, TransferLeadershipResponseInit>;
+  status: grpc.handleUnaryCall<StatusRequest, StatusResponseInit>;
+  snapshot: grpc.handleServerStreamingCall<SnapshotRequest, SnapshotChunkInit>;
 }
 
 /** A unary method of the client, with grpc-js's usual optional metadata and options. */
@@ -183,6 +232,14 @@ export interface RbdkvClient extends grpc.Client {
   compact: UnaryMethod<CompactRequestInit, CompactResponse>;
   openSession: UnaryMethod<OpenSessionRequestInit, OpenSessionResponse>;
   closeSession: UnaryMethod<CloseSessionRequestInit, CloseSessionResponse>;
+  memberList: UnaryMethod<MemberListRequestInit, MemberListResponse>;
+  memberAdd: UnaryMethod<MemberAddRequestInit, MemberAddResponse>;
+  memberPromote: UnaryMethod<MemberPromoteRequestInit, MemberPromoteResponse>;
+  memberUpdate: UnaryMethod<MemberUpdateRequestInit, MemberUpdateResponse>;
+  transferLeadership: UnaryMethod<TransferLeadershipRequestInit, TransferLeadershipResponse>;
+  status: UnaryMethod<StatusRequestInit, StatusResponse>;
+  snapshot(request: SnapshotRequestInit, options?: Partial<grpc.CallOptions>): grpc.ClientReadableStream<SnapshotChunk>;
+  snapshot(request: SnapshotRequestInit, metadata?: grpc.Metadata, options?: Partial<grpc.CallOptions>): grpc.ClientReadableStream<SnapshotChunk>;
 
   /** Promise forms of the unary methods; they reject with the grpc.ServiceError. */
   executeAsync(request: CommandInit, options?: RbdkvCallOptions): Promise<CommandResponse>;
@@ -195,6 +252,12 @@ export interface RbdkvClient extends grpc.Client {
   compactAsync(request: CompactRequestInit, options?: RbdkvCallOptions): Promise<CompactResponse>;
   openSessionAsync(request?: OpenSessionRequestInit, options?: RbdkvCallOptions): Promise<OpenSessionResponse>;
   closeSessionAsync(request: CloseSessionRequestInit, options?: RbdkvCallOptions): Promise<CloseSessionResponse>;
+  memberListAsync(request?: MemberListRequestInit, options?: RbdkvCallOptions): Promise<MemberListResponse>;
+  memberAddAsync(request: MemberAddRequestInit, options?: RbdkvCallOptions): Promise<MemberAddResponse>;
+  memberPromoteAsync(request: MemberPromoteRequestInit, options?: RbdkvCallOptions): Promise<MemberPromoteResponse>;
+  memberUpdateAsync(request: MemberUpdateRequestInit, options?: RbdkvCallOptions): Promise<MemberUpdateResponse>;
+  transferLeadershipAsync(request?: TransferLeadershipRequestInit, options?: RbdkvCallOptions): Promise<TransferLeadershipResponse>;
+  statusAsync(request?: StatusRequestInit, options?: RbdkvCallOptions): Promise<StatusResponse>;
 }
 
 export interface RbdkvClientOptions {
@@ -211,7 +274,7 @@ type CallbackUnary = (
   callback: grpc.requestCallback<unknown>,
 ) => grpc.ClientUnaryCall;
 
-const UNARY_METHODS = ["execute", "leaderInfo", "clusterStats", "join", "removeMember", "range", "txn", "compact", "openSession", "closeSession"] as const;
+const UNARY_METHODS = ["execute", "leaderInfo", "clusterStats", "join", "removeMember", "range", "txn", "compact", "openSession", "closeSession", "memberList", "memberAdd", "memberPromote", "memberUpdate", "transferLeadership", "status"] as const;
 
 function promiseForm(name: (typeof UNARY_METHODS)[number]) {
   return function (this: Record<string, CallbackUnary>, request: unknown = {}, options: RbdkvCallOptions = {}): Promise<unknown> {

@@ -200,7 +200,7 @@ export class KvService {
         // A read at a version this node has not applied yet waits for it (else it would
         // answer an older value as the value at that version).
         await this.readBarrier(cmd.rc, Math.max(cmd.minVersion, kv?.version ?? 0), deadline);
-        const rec = this.node.kv.get(key, kv?.version ?? 0, Date.now());
+        const rec = this.node.get(key, kv?.version ?? 0, Date.now());
         if (!rec) throw new RequestError(grpc.status.NOT_FOUND, `key not found${kv?.version ? ` at version ${kv.version}` : ""}`);
         return { key: rec.key, value: rec.value, meta: rec.meta, version: rec.version };
       }
@@ -275,7 +275,7 @@ export class KvService {
     // pages of one range may be served by different members.
     await this.readBarrier(req.rc, Math.max(req.minVersion, req.version), deadline);
     q.nowMs = Date.now(); // TTLs as of the read, not of the request's arrival
-    return rangeResponseOf(this.node.kv.range(q));
+    return rangeResponseOf(this.node.range(q));
   }
 
   private async txn(req: TxnRequest, md: grpc.Metadata): Promise<TxnResponse> {
@@ -300,7 +300,7 @@ export class KvService {
     if (req.version < 1) throw new RequestError(grpc.status.INVALID_ARGUMENT, "compact needs a version >= 1");
     const applied = this.node.appliedIndex();
     if (req.version > applied) throw new RequestError(grpc.status.OUT_OF_RANGE, `version ${req.version} is in the future: the store is at version ${applied}`);
-    const compacted = this.node.kv.compactedVersion;
+    const compacted = this.node.compactedVersion();
     if (req.version <= compacted) throw new RequestError(grpc.status.OUT_OF_RANGE, `version ${req.version} is already compacted: the oldest version kept is ${compacted}`);
     const result = this.expectResult(await this.node.propose(encodeCommand({ kind: CommandKind.Compact, version: req.version })));
     if (result.kind !== "compacted") throw new RequestError(grpc.status.INTERNAL, `unexpected ${result.kind} result for a compaction`);
@@ -412,7 +412,7 @@ export class KvService {
   }
 
   private clusterStats(req: ClusterStatsRequest): ClusterStatsResponse {
-    const status = this.node.core.status();
+    const status = this.node.raftStatus();
     const progress = new Map(status.progress.map((p) => [p.id, p]));
     const peers: Peer[] = this.node.members().map((m) => {
       const meta = new Map<string, string>([
@@ -425,7 +425,7 @@ export class KvService {
         meta.set("commit_index", String(status.commit));
         meta.set("applied_index", String(this.node.appliedIndex()));
         meta.set("last_log_index", String(status.lastIndex));
-        meta.set("first_log_index", String(this.node.logStore.firstIndex()));
+        meta.set("first_log_index", String(this.node.firstLogIndex()));
         meta.set("leader", status.lead);
       }
       const pr = progress.get(m.id);
@@ -437,7 +437,7 @@ export class KvService {
       const peer: Peer = { id: m.id, isLearner: m.isLearner, isLeader: m.isLeader, isLocal: m.isLocal, raft: undefined, fsm: undefined };
       if (req.withRaft) peer.raft = { meta };
       if (req.withFsm && m.isLocal) {
-        const st = this.node.kv.stats();
+        const st = this.node.kvStats();
         peer.fsm = { lsmSize: st.dataSize, vlogSize: 0, keysCount: req.withFsm.withKeyCount ? st.keyCount : 0 };
       }
       return peer;
@@ -461,7 +461,7 @@ export class KvService {
       // member never acknowledged an entry, it is the same node asking again after a crash
       // mid-join: a no-op (the promoter finishes its catch-up). Otherwise it lost its data, and
       // with it its votes and the entries it acknowledged: it cannot take its own place.
-      const match = this.node.core.status().progress.find((p) => p.id === req.id)?.match ?? 0;
+      const match = this.node.raftStatus().progress.find((p) => p.id === req.id)?.match ?? 0;
       if (!member.isLearner || match > 0) {
         throw new RequestError(
           grpc.status.ALREADY_EXISTS,
@@ -471,8 +471,8 @@ export class KvService {
       }
       // Its addition is at or below the current configuration entry (it is still a member), but
       // an answer must not promise an addition a new leader could still overwrite.
-      const confIndex = this.node.core.confIndex();
-      if (this.node.core.status().commit < confIndex) throw new UnavailableError(`the addition of ${req.id} is not committed yet; retry`);
+      const confIndex = this.node.confIndex();
+      if (this.node.raftStatus().commit < confIndex) throw new UnavailableError(`the addition of ${req.id} is not committed yet; retry`);
       return { leaderInfo: this.leaderInfo(), joinedAt: confIndex };
     }
     const grpcAddr = req.grpcAddr || req.id;
@@ -509,7 +509,7 @@ export class KvService {
       // As etcd's strict reconfiguration check: the voters that remain must still have a
       // majority that is up, or the cluster stops serving until a down member comes back.
       // UNAVAILABLE (as etcd's ErrUnhealthy): FAILED_PRECONDITION means "not the leader" here.
-      const status = this.node.core.status();
+      const status = this.node.raftStatus();
       if (!status.activityKnown) throw new UnavailableError("this node became leader moments ago and does not know yet which members answer; retry");
       const remaining = voters.filter((m) => m.id !== req.id);
       const up = remaining.filter((m) => status.progress.find((p) => p.id === m.id)?.active ?? false);

@@ -137,7 +137,7 @@ export async function runServer(o: ServerOptions): Promise<void> {
     logger: log,
   });
   // The hub replays resumed watches from the state machine's history (opened by node.start).
-  const hub = new WatchHub({ changes: (after, through, prefixes, limit) => node.kv.changes(after, through, prefixes, limit) });
+  const hub = new WatchHub({ changes: (after, through, prefixes, limit) => node.changes(after, through, prefixes, limit) });
   node.onEvents = (events, appliedThrough) => hub.publish(events, appliedThrough);
   const service = new KvService(node, hub, o, log);
   server.addService(service.definition(), service.handlers());
@@ -175,7 +175,7 @@ export async function runServer(o: ServerOptions): Promise<void> {
 
   await node.start({ join: o.joinAddr ? () => joinCluster(o, log) : null });
   if (stopping) return; // removed while replaying its log
-  service.setClusterId(node.logStore.clusterId() ?? "");
+  service.setClusterId(node.clusterId());
   reaper = new TtlReaper(node, log);
   reaper.start();
   log.info(`serving gRPC on ${o.grpcAddr} (port ${grpcPort}), Raft on ${o.raftAddr}; node id ${o.nodeId}`);

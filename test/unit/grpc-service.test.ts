@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
 import { type ClusterStatsResponseInit, type RbdkvClient, type RbdkvHandlers, RbdkvPaths, RbdkvService, createRbdkvClient } from "../../src/server/grpc-service.ts";
-import { Command, type CommandResponse, Event_EventType as EventType, OpType, ReadConsistency, type WatchResponse } from "../../src/server/gen/rbkv.ts";
+import { Command, type CommandResponse, Event_EventType as EventType, OpType, ReadConsistency, type SnapshotChunk, type WatchResponse } from "../../src/server/gen/rbkv.ts";
 
 const decodeCommandResponse = RbdkvService.execute.responseDeserialize;
 const decodeWatchResponse = RbdkvService.watch.responseDeserialize;
@@ -143,6 +143,19 @@ const handlers: RbdkvHandlers = {
     reached.closeSession++;
     if (call.request.sessionId !== 41) return callback({ code: grpc.status.FAILED_PRECONDITION, details: `session ${call.request.sessionId} is unknown` });
     callback(null, {});
+  },
+
+  // The cluster RPCs are exercised end to end (test/e2e); here they only have to exist.
+  memberList: (_call, callback) => callback(null, { members: [{ id: "n1", isLeader: true, matchIndex: 9_007_199_254_740_991 }] }),
+  memberAdd: (_call, callback) => callback({ code: grpc.status.FAILED_PRECONDITION, details: "not in this test" }),
+  memberPromote: (_call, callback) => callback({ code: grpc.status.FAILED_PRECONDITION, details: "not in this test" }),
+  memberUpdate: (_call, callback) => callback({ code: grpc.status.FAILED_PRECONDITION, details: "not in this test" }),
+  transferLeadership: (_call, callback) => callback({ code: grpc.status.FAILED_PRECONDITION, details: "not in this test" }),
+  status: (_call, callback) => callback(null, { id: "n1", term: 2, logDbSize: 4096 }),
+  snapshot(call) {
+    call.write({ data: s("image-1"), version: 7 });
+    call.write({ data: s("image-2"), version: 7 });
+    call.end();
   },
 };
 
@@ -484,8 +497,30 @@ describe("service definition", () => {
       ["/rbdkv.Rbdkv/Compact", "Compact", false, false],
       ["/rbdkv.Rbdkv/OpenSession", "OpenSession", false, false],
       ["/rbdkv.Rbdkv/CloseSession", "CloseSession", false, false],
+      ["/rbdkv.Rbdkv/MemberList", "MemberList", false, false],
+      ["/rbdkv.Rbdkv/MemberAdd", "MemberAdd", false, false],
+      ["/rbdkv.Rbdkv/MemberPromote", "MemberPromote", false, false],
+      ["/rbdkv.Rbdkv/MemberUpdate", "MemberUpdate", false, false],
+      ["/rbdkv.Rbdkv/TransferLeadership", "TransferLeadership", false, false],
+      ["/rbdkv.Rbdkv/Status", "Status", false, false],
+      ["/rbdkv.Rbdkv/Snapshot", "Snapshot", false, true],
     ]);
     expect(Object.values(RbdkvPaths) as string[]).toEqual(Object.values(RbdkvService).map((m) => m.path));
+  });
+
+  test("the cluster RPCs: unary promise forms and the Snapshot stream", async () => {
+    const c = createRbdkvClient(address);
+    try {
+      const list = await c.memberListAsync();
+      expect(list.members[0]!.matchIndex).toBe(9_007_199_254_740_991);
+      expect((await c.statusAsync()).logDbSize).toBe(4096);
+      expectStatus(await rejection(c.memberAddAsync({ id: "n2" })), grpc.status.FAILED_PRECONDITION);
+      const chunks: string[] = [];
+      for await (const chunk of c.snapshot({})) chunks.push(`${td.decode((chunk as SnapshotChunk).data)}@${(chunk as SnapshotChunk).version}`);
+      expect(chunks).toEqual(["image-1@7", "image-2@7"]);
+    } finally {
+      c.close();
+    }
   });
 
   test("handlers may also be named after the proto methods (Execute, ...)", async () => {

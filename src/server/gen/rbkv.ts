@@ -238,6 +238,13 @@ export interface JoinRequest {
    * gRPC address by the seed's convention.
    */
   grpcAddr: string;
+  /**
+   * rbkv extension: set by an rbkv node starting on empty directories with --join-addr. If a
+   * member with this id exists, that member lost its data: it is replaced (removed, added back
+   * as a learner, promoted once caught up). Unset (any other caller): joining a member with the
+   * same id and address is a no-op answered with the leader info.
+   */
+  emptyData: boolean;
 }
 
 export interface JoinResponse {
@@ -435,6 +442,128 @@ export interface CloseSessionRequest {
 }
 
 export interface CloseSessionResponse {
+}
+
+export interface Member {
+  id: string;
+  raftAddr: string;
+  grpcAddr: string;
+  isLearner: boolean;
+  isLeader: boolean;
+  /**
+   * A learner the leader promotes by itself once caught up (added by Join or by MemberAdd as
+   * a voter); false for a learner added with is_learner, which waits for MemberPromote.
+   */
+  promoteWhenCaughtUp: boolean;
+  /**
+   * The leader's view (0 / false when answered by a follower): the highest log index known
+   * to be on that member, and whether it answered within an election timeout.
+   */
+  matchIndex: number;
+  active: boolean;
+}
+
+export interface MemberListRequest {
+}
+
+export interface MemberListResponse {
+  members: Member[];
+  leaderInfo: LeaderInfoResponse | undefined;
+  clusterId: string;
+  /** the node id whose view this is */
+  answeredBy: string;
+}
+
+export interface MemberAddRequest {
+  id: string;
+  /** host:port the other members dial for Raft */
+  raftAddr: string;
+  /** host:port of its API; empty = the id (the seed's convention) */
+  grpcAddr: string;
+  /** stay a learner until MemberPromote */
+  isLearner: boolean;
+}
+
+export interface MemberAddResponse {
+  member: Member | undefined;
+  members: Member[];
+  /** the log index of the configuration entry that added it */
+  addedAt: number;
+}
+
+export interface MemberPromoteRequest {
+  id: string;
+}
+
+export interface MemberPromoteResponse {
+  members: Member[];
+}
+
+export interface MemberUpdateRequest {
+  id: string;
+  raftAddr: string;
+  grpcAddr: string;
+}
+
+export interface MemberUpdateResponse {
+  members: Member[];
+}
+
+export interface TransferLeadershipRequest {
+  /** a voter's node id; empty = the most up-to-date voter other than the leader */
+  to: string;
+}
+
+export interface TransferLeadershipResponse {
+  /** the new leader */
+  leaderInfo: LeaderInfoResponse | undefined;
+}
+
+export interface SnapshotRequest {
+}
+
+/**
+ * The stream's chunks, concatenated in order, are the snapshot file (its own header, records
+ * with checksums and a trailer: see src/storage/backup-file.ts); `rbkv snapshot restore` reads it.
+ */
+export interface SnapshotChunk {
+  data: Uint8Array;
+  /** the store's version (applied index) the image is at; in every chunk */
+  version: number;
+}
+
+export interface StatusRequest {
+}
+
+export interface StatusResponse {
+  id: string;
+  /** rbkv's release */
+  serverVersion: string;
+  clusterId: string;
+  leaderInfo:
+    | LeaderInfoResponse
+    | undefined;
+  /** follower, pre-candidate, candidate or leader */
+  state: string;
+  isLearner: boolean;
+  term: number;
+  commitIndex: number;
+  appliedIndex: number;
+  logFirstIndex: number;
+  logLastIndex: number;
+  /** the store's version: what a serializable read sees */
+  version: number;
+  /** the oldest version still readable */
+  compactedVersion: number;
+  /** bytes of the Raft log file on disk */
+  logDbSize: number;
+  /** bytes of the state machine file on disk */
+  kvDbSize: number;
+  /** bytes of data in use in it */
+  kvDataSize: number;
+  keyCount: number;
+  raftAddr: string;
+  grpcAddr: string;
 }
 
 function createBaseKV(): KV {
@@ -1716,7 +1845,7 @@ export const ClusterStatsResponse: MessageFns<ClusterStatsResponse> = {
 };
 
 function createBaseJoinRequest(): JoinRequest {
-  return { id: "", addr: "", grpcAddr: "" };
+  return { id: "", addr: "", grpcAddr: "", emptyData: false };
 }
 
 export const JoinRequest: MessageFns<JoinRequest> = {
@@ -1729,6 +1858,9 @@ export const JoinRequest: MessageFns<JoinRequest> = {
     }
     if (message.grpcAddr !== "") {
       writer.uint32(26).string(message.grpcAddr);
+    }
+    if (message.emptyData !== false) {
+      writer.uint32(32).bool(message.emptyData);
     }
     return writer;
   },
@@ -1770,6 +1902,14 @@ export const JoinRequest: MessageFns<JoinRequest> = {
             message.grpcAddr = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.emptyData = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1790,6 +1930,7 @@ export const JoinRequest: MessageFns<JoinRequest> = {
     message.id = object.id ?? "";
     message.addr = object.addr ?? "";
     message.grpcAddr = object.grpcAddr ?? "";
+    message.emptyData = object.emptyData ?? false;
     return message;
   },
 };
@@ -3458,6 +3599,1264 @@ export const CloseSessionResponse: MessageFns<CloseSessionResponse> = {
   },
 };
 
+function createBaseMember(): Member {
+  return {
+    id: "",
+    raftAddr: "",
+    grpcAddr: "",
+    isLearner: false,
+    isLeader: false,
+    promoteWhenCaughtUp: false,
+    matchIndex: 0,
+    active: false,
+  };
+}
+
+export const Member: MessageFns<Member> = {
+  encode(message: Member, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.raftAddr !== "") {
+      writer.uint32(18).string(message.raftAddr);
+    }
+    if (message.grpcAddr !== "") {
+      writer.uint32(26).string(message.grpcAddr);
+    }
+    if (message.isLearner !== false) {
+      writer.uint32(32).bool(message.isLearner);
+    }
+    if (message.isLeader !== false) {
+      writer.uint32(40).bool(message.isLeader);
+    }
+    if (message.promoteWhenCaughtUp !== false) {
+      writer.uint32(48).bool(message.promoteWhenCaughtUp);
+    }
+    if (message.matchIndex !== 0) {
+      writer.uint32(56).uint64(message.matchIndex);
+    }
+    if (message.active !== false) {
+      writer.uint32(64).bool(message.active);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Member {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMember();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.raftAddr = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.grpcAddr = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.isLearner = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.isLeader = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.promoteWhenCaughtUp = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.matchIndex = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.active = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<Member>): Member {
+    return Member.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Member>): Member {
+    const message = createBaseMember();
+    message.id = object.id ?? "";
+    message.raftAddr = object.raftAddr ?? "";
+    message.grpcAddr = object.grpcAddr ?? "";
+    message.isLearner = object.isLearner ?? false;
+    message.isLeader = object.isLeader ?? false;
+    message.promoteWhenCaughtUp = object.promoteWhenCaughtUp ?? false;
+    message.matchIndex = object.matchIndex ?? 0;
+    message.active = object.active ?? false;
+    return message;
+  },
+};
+
+function createBaseMemberListRequest(): MemberListRequest {
+  return {};
+}
+
+export const MemberListRequest: MessageFns<MemberListRequest> = {
+  encode(_: MemberListRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MemberListRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMemberListRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<MemberListRequest>): MemberListRequest {
+    return MemberListRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<MemberListRequest>): MemberListRequest {
+    const message = createBaseMemberListRequest();
+    return message;
+  },
+};
+
+function createBaseMemberListResponse(): MemberListResponse {
+  return { members: [], leaderInfo: undefined, clusterId: "", answeredBy: "" };
+}
+
+export const MemberListResponse: MessageFns<MemberListResponse> = {
+  encode(message: MemberListResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.members) {
+      Member.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.leaderInfo !== undefined) {
+      LeaderInfoResponse.encode(message.leaderInfo, writer.uint32(18).fork()).join();
+    }
+    if (message.clusterId !== "") {
+      writer.uint32(26).string(message.clusterId);
+    }
+    if (message.answeredBy !== "") {
+      writer.uint32(34).string(message.answeredBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MemberListResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMemberListResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.members.push(Member.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.leaderInfo = LeaderInfoResponse.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.clusterId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.answeredBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<MemberListResponse>): MemberListResponse {
+    return MemberListResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MemberListResponse>): MemberListResponse {
+    const message = createBaseMemberListResponse();
+    message.members = object.members?.map((e) => Member.fromPartial(e)) || [];
+    message.leaderInfo = (object.leaderInfo !== undefined && object.leaderInfo !== null)
+      ? LeaderInfoResponse.fromPartial(object.leaderInfo)
+      : undefined;
+    message.clusterId = object.clusterId ?? "";
+    message.answeredBy = object.answeredBy ?? "";
+    return message;
+  },
+};
+
+function createBaseMemberAddRequest(): MemberAddRequest {
+  return { id: "", raftAddr: "", grpcAddr: "", isLearner: false };
+}
+
+export const MemberAddRequest: MessageFns<MemberAddRequest> = {
+  encode(message: MemberAddRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.raftAddr !== "") {
+      writer.uint32(18).string(message.raftAddr);
+    }
+    if (message.grpcAddr !== "") {
+      writer.uint32(26).string(message.grpcAddr);
+    }
+    if (message.isLearner !== false) {
+      writer.uint32(32).bool(message.isLearner);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MemberAddRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMemberAddRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.raftAddr = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.grpcAddr = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.isLearner = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<MemberAddRequest>): MemberAddRequest {
+    return MemberAddRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MemberAddRequest>): MemberAddRequest {
+    const message = createBaseMemberAddRequest();
+    message.id = object.id ?? "";
+    message.raftAddr = object.raftAddr ?? "";
+    message.grpcAddr = object.grpcAddr ?? "";
+    message.isLearner = object.isLearner ?? false;
+    return message;
+  },
+};
+
+function createBaseMemberAddResponse(): MemberAddResponse {
+  return { member: undefined, members: [], addedAt: 0 };
+}
+
+export const MemberAddResponse: MessageFns<MemberAddResponse> = {
+  encode(message: MemberAddResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.member !== undefined) {
+      Member.encode(message.member, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.members) {
+      Member.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.addedAt !== 0) {
+      writer.uint32(24).uint64(message.addedAt);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MemberAddResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMemberAddResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.member = Member.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.members.push(Member.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.addedAt = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<MemberAddResponse>): MemberAddResponse {
+    return MemberAddResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MemberAddResponse>): MemberAddResponse {
+    const message = createBaseMemberAddResponse();
+    message.member = (object.member !== undefined && object.member !== null)
+      ? Member.fromPartial(object.member)
+      : undefined;
+    message.members = object.members?.map((e) => Member.fromPartial(e)) || [];
+    message.addedAt = object.addedAt ?? 0;
+    return message;
+  },
+};
+
+function createBaseMemberPromoteRequest(): MemberPromoteRequest {
+  return { id: "" };
+}
+
+export const MemberPromoteRequest: MessageFns<MemberPromoteRequest> = {
+  encode(message: MemberPromoteRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MemberPromoteRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMemberPromoteRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<MemberPromoteRequest>): MemberPromoteRequest {
+    return MemberPromoteRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MemberPromoteRequest>): MemberPromoteRequest {
+    const message = createBaseMemberPromoteRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseMemberPromoteResponse(): MemberPromoteResponse {
+  return { members: [] };
+}
+
+export const MemberPromoteResponse: MessageFns<MemberPromoteResponse> = {
+  encode(message: MemberPromoteResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.members) {
+      Member.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MemberPromoteResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMemberPromoteResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.members.push(Member.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<MemberPromoteResponse>): MemberPromoteResponse {
+    return MemberPromoteResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MemberPromoteResponse>): MemberPromoteResponse {
+    const message = createBaseMemberPromoteResponse();
+    message.members = object.members?.map((e) => Member.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseMemberUpdateRequest(): MemberUpdateRequest {
+  return { id: "", raftAddr: "", grpcAddr: "" };
+}
+
+export const MemberUpdateRequest: MessageFns<MemberUpdateRequest> = {
+  encode(message: MemberUpdateRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.raftAddr !== "") {
+      writer.uint32(18).string(message.raftAddr);
+    }
+    if (message.grpcAddr !== "") {
+      writer.uint32(26).string(message.grpcAddr);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MemberUpdateRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMemberUpdateRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.raftAddr = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.grpcAddr = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<MemberUpdateRequest>): MemberUpdateRequest {
+    return MemberUpdateRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MemberUpdateRequest>): MemberUpdateRequest {
+    const message = createBaseMemberUpdateRequest();
+    message.id = object.id ?? "";
+    message.raftAddr = object.raftAddr ?? "";
+    message.grpcAddr = object.grpcAddr ?? "";
+    return message;
+  },
+};
+
+function createBaseMemberUpdateResponse(): MemberUpdateResponse {
+  return { members: [] };
+}
+
+export const MemberUpdateResponse: MessageFns<MemberUpdateResponse> = {
+  encode(message: MemberUpdateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.members) {
+      Member.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MemberUpdateResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMemberUpdateResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.members.push(Member.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<MemberUpdateResponse>): MemberUpdateResponse {
+    return MemberUpdateResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MemberUpdateResponse>): MemberUpdateResponse {
+    const message = createBaseMemberUpdateResponse();
+    message.members = object.members?.map((e) => Member.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseTransferLeadershipRequest(): TransferLeadershipRequest {
+  return { to: "" };
+}
+
+export const TransferLeadershipRequest: MessageFns<TransferLeadershipRequest> = {
+  encode(message: TransferLeadershipRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.to !== "") {
+      writer.uint32(10).string(message.to);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TransferLeadershipRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTransferLeadershipRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.to = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<TransferLeadershipRequest>): TransferLeadershipRequest {
+    return TransferLeadershipRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TransferLeadershipRequest>): TransferLeadershipRequest {
+    const message = createBaseTransferLeadershipRequest();
+    message.to = object.to ?? "";
+    return message;
+  },
+};
+
+function createBaseTransferLeadershipResponse(): TransferLeadershipResponse {
+  return { leaderInfo: undefined };
+}
+
+export const TransferLeadershipResponse: MessageFns<TransferLeadershipResponse> = {
+  encode(message: TransferLeadershipResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.leaderInfo !== undefined) {
+      LeaderInfoResponse.encode(message.leaderInfo, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TransferLeadershipResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTransferLeadershipResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.leaderInfo = LeaderInfoResponse.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<TransferLeadershipResponse>): TransferLeadershipResponse {
+    return TransferLeadershipResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TransferLeadershipResponse>): TransferLeadershipResponse {
+    const message = createBaseTransferLeadershipResponse();
+    message.leaderInfo = (object.leaderInfo !== undefined && object.leaderInfo !== null)
+      ? LeaderInfoResponse.fromPartial(object.leaderInfo)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSnapshotRequest(): SnapshotRequest {
+  return {};
+}
+
+export const SnapshotRequest: MessageFns<SnapshotRequest> = {
+  encode(_: SnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SnapshotRequest>): SnapshotRequest {
+    return SnapshotRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<SnapshotRequest>): SnapshotRequest {
+    const message = createBaseSnapshotRequest();
+    return message;
+  },
+};
+
+function createBaseSnapshotChunk(): SnapshotChunk {
+  return { data: new Uint8Array(0), version: 0 };
+}
+
+export const SnapshotChunk: MessageFns<SnapshotChunk> = {
+  encode(message: SnapshotChunk, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.data.length !== 0) {
+      writer.uint32(10).bytes(message.data);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotChunk {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotChunk();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.data = reader.bytes();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SnapshotChunk>): SnapshotChunk {
+    return SnapshotChunk.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SnapshotChunk>): SnapshotChunk {
+    const message = createBaseSnapshotChunk();
+    message.data = object.data ?? new Uint8Array(0);
+    message.version = object.version ?? 0;
+    return message;
+  },
+};
+
+function createBaseStatusRequest(): StatusRequest {
+  return {};
+}
+
+export const StatusRequest: MessageFns<StatusRequest> = {
+  encode(_: StatusRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StatusRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStatusRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<StatusRequest>): StatusRequest {
+    return StatusRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<StatusRequest>): StatusRequest {
+    const message = createBaseStatusRequest();
+    return message;
+  },
+};
+
+function createBaseStatusResponse(): StatusResponse {
+  return {
+    id: "",
+    serverVersion: "",
+    clusterId: "",
+    leaderInfo: undefined,
+    state: "",
+    isLearner: false,
+    term: 0,
+    commitIndex: 0,
+    appliedIndex: 0,
+    logFirstIndex: 0,
+    logLastIndex: 0,
+    version: 0,
+    compactedVersion: 0,
+    logDbSize: 0,
+    kvDbSize: 0,
+    kvDataSize: 0,
+    keyCount: 0,
+    raftAddr: "",
+    grpcAddr: "",
+  };
+}
+
+export const StatusResponse: MessageFns<StatusResponse> = {
+  encode(message: StatusResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.serverVersion !== "") {
+      writer.uint32(18).string(message.serverVersion);
+    }
+    if (message.clusterId !== "") {
+      writer.uint32(26).string(message.clusterId);
+    }
+    if (message.leaderInfo !== undefined) {
+      LeaderInfoResponse.encode(message.leaderInfo, writer.uint32(34).fork()).join();
+    }
+    if (message.state !== "") {
+      writer.uint32(42).string(message.state);
+    }
+    if (message.isLearner !== false) {
+      writer.uint32(48).bool(message.isLearner);
+    }
+    if (message.term !== 0) {
+      writer.uint32(56).uint64(message.term);
+    }
+    if (message.commitIndex !== 0) {
+      writer.uint32(64).uint64(message.commitIndex);
+    }
+    if (message.appliedIndex !== 0) {
+      writer.uint32(72).uint64(message.appliedIndex);
+    }
+    if (message.logFirstIndex !== 0) {
+      writer.uint32(80).uint64(message.logFirstIndex);
+    }
+    if (message.logLastIndex !== 0) {
+      writer.uint32(88).uint64(message.logLastIndex);
+    }
+    if (message.version !== 0) {
+      writer.uint32(96).uint64(message.version);
+    }
+    if (message.compactedVersion !== 0) {
+      writer.uint32(104).uint64(message.compactedVersion);
+    }
+    if (message.logDbSize !== 0) {
+      writer.uint32(112).int64(message.logDbSize);
+    }
+    if (message.kvDbSize !== 0) {
+      writer.uint32(120).int64(message.kvDbSize);
+    }
+    if (message.kvDataSize !== 0) {
+      writer.uint32(128).int64(message.kvDataSize);
+    }
+    if (message.keyCount !== 0) {
+      writer.uint32(136).uint64(message.keyCount);
+    }
+    if (message.raftAddr !== "") {
+      writer.uint32(146).string(message.raftAddr);
+    }
+    if (message.grpcAddr !== "") {
+      writer.uint32(154).string(message.grpcAddr);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StatusResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as DecodeDepthReader).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStatusResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.serverVersion = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.clusterId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.leaderInfo = LeaderInfoResponse.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.isLearner = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.term = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.commitIndex = longToNumber(reader.uint64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.appliedIndex = longToNumber(reader.uint64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.logFirstIndex = longToNumber(reader.uint64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.logLastIndex = longToNumber(reader.uint64());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.compactedVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.logDbSize = longToNumber(reader.int64());
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.kvDbSize = longToNumber(reader.int64());
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.kvDataSize = longToNumber(reader.int64());
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.keyCount = longToNumber(reader.uint64());
+            continue;
+          }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.raftAddr = reader.string();
+            continue;
+          }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.grpcAddr = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as DecodeDepthReader).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<StatusResponse>): StatusResponse {
+    return StatusResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<StatusResponse>): StatusResponse {
+    const message = createBaseStatusResponse();
+    message.id = object.id ?? "";
+    message.serverVersion = object.serverVersion ?? "";
+    message.clusterId = object.clusterId ?? "";
+    message.leaderInfo = (object.leaderInfo !== undefined && object.leaderInfo !== null)
+      ? LeaderInfoResponse.fromPartial(object.leaderInfo)
+      : undefined;
+    message.state = object.state ?? "";
+    message.isLearner = object.isLearner ?? false;
+    message.term = object.term ?? 0;
+    message.commitIndex = object.commitIndex ?? 0;
+    message.appliedIndex = object.appliedIndex ?? 0;
+    message.logFirstIndex = object.logFirstIndex ?? 0;
+    message.logLastIndex = object.logLastIndex ?? 0;
+    message.version = object.version ?? 0;
+    message.compactedVersion = object.compactedVersion ?? 0;
+    message.logDbSize = object.logDbSize ?? 0;
+    message.kvDbSize = object.kvDbSize ?? 0;
+    message.kvDataSize = object.kvDataSize ?? 0;
+    message.keyCount = object.keyCount ?? 0;
+    message.raftAddr = object.raftAddr ?? "";
+    message.grpcAddr = object.grpcAddr ?? "";
+    return message;
+  },
+};
+
 export type RbdkvService = typeof RbdkvService;
 export const RbdkvService = {
   /** Get / Put / Delete one key. */
@@ -3579,6 +4978,86 @@ export const RbdkvService = {
       Buffer.from(CloseSessionResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CloseSessionResponse => CloseSessionResponse.decode(value),
   },
+  /**
+   * ---- running a cluster (SPEC §3b) ----
+   * The members as this node knows them (the leader's view includes each one's progress).
+   */
+  memberList: {
+    path: "/rbdkv.Rbdkv/MemberList" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MemberListRequest): Buffer => Buffer.from(MemberListRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MemberListRequest => MemberListRequest.decode(value),
+    responseSerialize: (value: MemberListResponse): Buffer => Buffer.from(MemberListResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MemberListResponse => MemberListResponse.decode(value),
+  },
+  /**
+   * Adds a member: a learner stays one until MemberPromote; a voter is added as a learner and
+   * promoted by the leader once it holds the committed log (so adding it never stalls writes).
+   */
+  memberAdd: {
+    path: "/rbdkv.Rbdkv/MemberAdd" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MemberAddRequest): Buffer => Buffer.from(MemberAddRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MemberAddRequest => MemberAddRequest.decode(value),
+    responseSerialize: (value: MemberAddResponse): Buffer => Buffer.from(MemberAddResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MemberAddResponse => MemberAddResponse.decode(value),
+  },
+  /** Makes a caught-up learner a voter. */
+  memberPromote: {
+    path: "/rbdkv.Rbdkv/MemberPromote" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MemberPromoteRequest): Buffer => Buffer.from(MemberPromoteRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MemberPromoteRequest => MemberPromoteRequest.decode(value),
+    responseSerialize: (value: MemberPromoteResponse): Buffer =>
+      Buffer.from(MemberPromoteResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MemberPromoteResponse => MemberPromoteResponse.decode(value),
+  },
+  /** New addresses for a member (it was moved to other ports or hosts); its node id stays. */
+  memberUpdate: {
+    path: "/rbdkv.Rbdkv/MemberUpdate" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MemberUpdateRequest): Buffer => Buffer.from(MemberUpdateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MemberUpdateRequest => MemberUpdateRequest.decode(value),
+    responseSerialize: (value: MemberUpdateResponse): Buffer =>
+      Buffer.from(MemberUpdateResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MemberUpdateResponse => MemberUpdateResponse.decode(value),
+  },
+  /** Hands leadership to a named voter, or to the most up-to-date one; answers once it moved. */
+  transferLeadership: {
+    path: "/rbdkv.Rbdkv/TransferLeadership" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: TransferLeadershipRequest): Buffer =>
+      Buffer.from(TransferLeadershipRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): TransferLeadershipRequest => TransferLeadershipRequest.decode(value),
+    responseSerialize: (value: TransferLeadershipResponse): Buffer =>
+      Buffer.from(TransferLeadershipResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): TransferLeadershipResponse => TransferLeadershipResponse.decode(value),
+  },
+  /** A consistent, checksummed image of the state machine, streamed (see SnapshotChunk). */
+  snapshot: {
+    path: "/rbdkv.Rbdkv/Snapshot" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: SnapshotRequest): Buffer => Buffer.from(SnapshotRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SnapshotRequest => SnapshotRequest.decode(value),
+    responseSerialize: (value: SnapshotChunk): Buffer => Buffer.from(SnapshotChunk.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SnapshotChunk => SnapshotChunk.decode(value),
+  },
+  /** This node: identity, role, Raft indexes, storage sizes (as `etcdctl endpoint status`). */
+  status: {
+    path: "/rbdkv.Rbdkv/Status" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: StatusRequest): Buffer => Buffer.from(StatusRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StatusRequest => StatusRequest.decode(value),
+    responseSerialize: (value: StatusResponse): Buffer => Buffer.from(StatusResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): StatusResponse => StatusResponse.decode(value),
+  },
 } as const;
 
 export interface RbdkvServer extends UntypedServiceImplementation {
@@ -3610,6 +5089,26 @@ export interface RbdkvServer extends UntypedServiceImplementation {
   openSession: handleUnaryCall<OpenSessionRequest, OpenSessionResponse>;
   /** Ends a session before its ttl: later requests in it answer FAILED_PRECONDITION. */
   closeSession: handleUnaryCall<CloseSessionRequest, CloseSessionResponse>;
+  /**
+   * ---- running a cluster (SPEC §3b) ----
+   * The members as this node knows them (the leader's view includes each one's progress).
+   */
+  memberList: handleUnaryCall<MemberListRequest, MemberListResponse>;
+  /**
+   * Adds a member: a learner stays one until MemberPromote; a voter is added as a learner and
+   * promoted by the leader once it holds the committed log (so adding it never stalls writes).
+   */
+  memberAdd: handleUnaryCall<MemberAddRequest, MemberAddResponse>;
+  /** Makes a caught-up learner a voter. */
+  memberPromote: handleUnaryCall<MemberPromoteRequest, MemberPromoteResponse>;
+  /** New addresses for a member (it was moved to other ports or hosts); its node id stays. */
+  memberUpdate: handleUnaryCall<MemberUpdateRequest, MemberUpdateResponse>;
+  /** Hands leadership to a named voter, or to the most up-to-date one; answers once it moved. */
+  transferLeadership: handleUnaryCall<TransferLeadershipRequest, TransferLeadershipResponse>;
+  /** A consistent, checksummed image of the state machine, streamed (see SnapshotChunk). */
+  snapshot: handleServerStreamingCall<SnapshotRequest, SnapshotChunk>;
+  /** This node: identity, role, Raft indexes, storage sizes (as `etcdctl endpoint status`). */
+  status: handleUnaryCall<StatusRequest, StatusResponse>;
 }
 
 export interface RbdkvClient extends Client {
@@ -3776,6 +5275,115 @@ export interface RbdkvClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CloseSessionResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ---- running a cluster (SPEC §3b) ----
+   * The members as this node knows them (the leader's view includes each one's progress).
+   */
+  memberList(
+    request: MemberListRequest,
+    callback: (error: ServiceError | null, response: MemberListResponse) => void,
+  ): ClientUnaryCall;
+  memberList(
+    request: MemberListRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MemberListResponse) => void,
+  ): ClientUnaryCall;
+  memberList(
+    request: MemberListRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MemberListResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Adds a member: a learner stays one until MemberPromote; a voter is added as a learner and
+   * promoted by the leader once it holds the committed log (so adding it never stalls writes).
+   */
+  memberAdd(
+    request: MemberAddRequest,
+    callback: (error: ServiceError | null, response: MemberAddResponse) => void,
+  ): ClientUnaryCall;
+  memberAdd(
+    request: MemberAddRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MemberAddResponse) => void,
+  ): ClientUnaryCall;
+  memberAdd(
+    request: MemberAddRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MemberAddResponse) => void,
+  ): ClientUnaryCall;
+  /** Makes a caught-up learner a voter. */
+  memberPromote(
+    request: MemberPromoteRequest,
+    callback: (error: ServiceError | null, response: MemberPromoteResponse) => void,
+  ): ClientUnaryCall;
+  memberPromote(
+    request: MemberPromoteRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MemberPromoteResponse) => void,
+  ): ClientUnaryCall;
+  memberPromote(
+    request: MemberPromoteRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MemberPromoteResponse) => void,
+  ): ClientUnaryCall;
+  /** New addresses for a member (it was moved to other ports or hosts); its node id stays. */
+  memberUpdate(
+    request: MemberUpdateRequest,
+    callback: (error: ServiceError | null, response: MemberUpdateResponse) => void,
+  ): ClientUnaryCall;
+  memberUpdate(
+    request: MemberUpdateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MemberUpdateResponse) => void,
+  ): ClientUnaryCall;
+  memberUpdate(
+    request: MemberUpdateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MemberUpdateResponse) => void,
+  ): ClientUnaryCall;
+  /** Hands leadership to a named voter, or to the most up-to-date one; answers once it moved. */
+  transferLeadership(
+    request: TransferLeadershipRequest,
+    callback: (error: ServiceError | null, response: TransferLeadershipResponse) => void,
+  ): ClientUnaryCall;
+  transferLeadership(
+    request: TransferLeadershipRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: TransferLeadershipResponse) => void,
+  ): ClientUnaryCall;
+  transferLeadership(
+    request: TransferLeadershipRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: TransferLeadershipResponse) => void,
+  ): ClientUnaryCall;
+  /** A consistent, checksummed image of the state machine, streamed (see SnapshotChunk). */
+  snapshot(request: SnapshotRequest, options?: Partial<CallOptions>): ClientReadableStream<SnapshotChunk>;
+  snapshot(
+    request: SnapshotRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<SnapshotChunk>;
+  /** This node: identity, role, Raft indexes, storage sizes (as `etcdctl endpoint status`). */
+  status(
+    request: StatusRequest,
+    callback: (error: ServiceError | null, response: StatusResponse) => void,
+  ): ClientUnaryCall;
+  status(
+    request: StatusRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: StatusResponse) => void,
+  ): ClientUnaryCall;
+  status(
+    request: StatusRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: StatusResponse) => void,
   ): ClientUnaryCall;
 }
 
