@@ -20,6 +20,7 @@ import {
 } from "../raft/messages.ts";
 import { type ApplyOutcome, type FsmEntry, type KvEvent, type KvRecord, KvStore, type RangeQuery } from "../storage/fsm.ts";
 import { type RangeResult } from "../storage/apply-result.ts";
+import { socketAddress } from "../net/host-port.ts";
 import { type PeerAddress, RaftLogStore } from "../storage/raft-log-store.ts";
 import { PeerTransport } from "../transport/transport.ts";
 import { isMember, isVoter } from "../raft/membership.ts";
@@ -232,12 +233,12 @@ export class RaftNode {
     });
     this.log.info(`raft log: first ${this.logStore.firstIndex()} last ${this.logStore.lastIndex()} commit ${hs.commit} term ${hs.term}; state machine applied ${this.kv.appliedIndex}`);
 
-    const [host, port] = splitHostPort(this.opts.raftAddr);
+    const listen = socketAddress(this.opts.raftAddr, "--raft-addr");
     this.transport = new PeerTransport({
       nodeId: this.id,
       clusterId,
-      listenHost: host,
-      listenPort: port,
+      listenHost: listen.host,
+      listenPort: listen.port,
       onMessages: (msgs) => this.onMessages(msgs),
       onSnapshot: (m, body) => this.onSnapshot(m, body),
       openSnapshot: () => this.openSnapshot(),
@@ -964,11 +965,6 @@ export class RaftNode {
   kvStats(): { dataSize: number; keyCount: number } {
     return this.kv.stats();
   }
-}
-
-function splitHostPort(addr: string): [string, number] {
-  const i = addr.lastIndexOf(":");
-  return [addr.slice(0, i), Number(addr.slice(i + 1))];
 }
 
 function sleep(ms: number): Promise<void> {

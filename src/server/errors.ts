@@ -4,6 +4,7 @@
 // refusals a command can meet when it is applied (ApplyResult errors: sessions, compaction).
 
 import * as grpc from "@grpc/grpc-js";
+import { AddressError } from "../net/host-port.ts";
 import { DeadlineError, NodeStoppedError, NotLeaderError, ProposalLostError, UnavailableError } from "../node/errors.ts";
 import { type ApplyErrorCode } from "../storage/apply-result.ts";
 import { KvCorruptionError, VersionCompactedError, VersionFutureError } from "../storage/fsm.ts";
@@ -77,6 +78,9 @@ export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
   if (err instanceof UnavailableError || err instanceof NodeStoppedError) {
     return { code: grpc.status.UNAVAILABLE, details: err.message };
   }
+  // Requests are validated with their own INVALID_ARGUMENT; an AddressError here is a member's
+  // stored address that cannot be dialled (fixable with MemberUpdate): nothing to do but retry.
+  if (err instanceof AddressError) return { code: grpc.status.UNAVAILABLE, details: err.message };
   if (err instanceof DeadlineError) return { code: grpc.status.DEADLINE_EXCEEDED, details: err.message };
   // History below the compacted version is gone; a version above this node's is not here yet.
   if (err instanceof VersionCompactedError || err instanceof VersionFutureError) return { code: grpc.status.OUT_OF_RANGE, details: err.message };

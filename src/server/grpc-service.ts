@@ -20,6 +20,7 @@
 // encoded (e.g. a negative uint64) is turned into INTERNAL ("Error serializing response").
 
 import * as grpc from "@grpc/grpc-js";
+import { grpcTarget } from "../net/host-port.ts";
 import { decodeMessage, encodePartial } from "./codec.ts";
 import {
   ClusterStatsRequest,
@@ -299,8 +300,11 @@ for (const name of UNARY_METHODS) {
   });
 }
 
-/** A client of the rbkv gRPC API at `address` ("host:port"). */
+/**
+ * A client of the rbkv gRPC API at `address` ("host:port" or "[ipv6]:port"; throws AddressError
+ * for anything else, rather than a channel that fails on every call).
+ */
 export function createRbdkvClient(address: string, options: RbdkvClientOptions = {}): RbdkvClient {
   const credentials = options.credentials ?? grpc.credentials.createInsecure();
-  return new RbdkvClientImpl(address, credentials, options.channelOptions) as unknown as RbdkvClient;
+  return new RbdkvClientImpl(grpcTarget(address), credentials, options.channelOptions) as unknown as RbdkvClient;
 }

@@ -4,6 +4,7 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { NodeStoppedError, NotLeaderError, ProposalLostError, UnavailableError } from "../node/errors.ts";
+import { isHostPort, sameAddress } from "../net/host-port.ts";
 import { type Logger } from "../node/logger.ts";
 import { type RaftNode, encodePeerContext } from "../node/node.ts";
 import { ConfChangeType } from "../raft/messages.ts";
@@ -448,13 +449,17 @@ export class KvService {
   private async join(req: JoinRequest, md: grpc.Metadata): Promise<JoinResponse> {
     this.assertStarted();
     if (!req.id) throw new RequestError(grpc.status.INVALID_ARGUMENT, "join needs the node id");
-    if (!req.addr || req.addr.lastIndexOf(":") <= 0) throw new RequestError(grpc.status.INVALID_ARGUMENT, `join needs the node's raft address as host:port, got ${JSON.stringify(req.addr)}`);
+    if (!isHostPort(req.addr)) throw new RequestError(grpc.status.INVALID_ARGUMENT, `join needs the node's raft address as host:port or [ipv6]:port, got ${JSON.stringify(req.addr)}`);
+    // Without grpc_addr the id is the gRPC address (the seed's convention): it must be one.
+    if (req.grpcAddr ? !isHostPort(req.grpcAddr) : !isHostPort(req.id)) {
+      throw new RequestError(grpc.status.INVALID_ARGUMENT, `join needs the node's gRPC address as host:port or [ipv6]:port (grpc_addr, or the id when grpc_addr is empty), got ${JSON.stringify(req.grpcAddr || req.id)}`);
+    }
     if (!this.node.isLeader()) {
       return this.forwardToLeader<JoinResponse>(md, (client, out, cb) => client.join(req, out, { deadline: Date.now() + 30_000 }, cb));
     }
     const member = this.node.members().find((m) => m.id === req.id);
     if (member) {
-      if (member.raftAddr && member.raftAddr !== req.addr) {
+      if (member.raftAddr && !sameAddress(member.raftAddr, req.addr)) {
         throw new RequestError(grpc.status.ALREADY_EXISTS, `node ${req.id} is already a member with raft address ${member.raftAddr}, not ${req.addr}; remove it first`);
       }
       // Only a node with empty directories asks to join (one with data restarts on it). If this

@@ -1,6 +1,7 @@
 // Server flags (seed-compatible) and their validation. A bad flag is a ConfigError with one
 // clear line; main prints it and exits non-zero.
 
+import { AddressError, parseHostPort, sameAddress } from "../net/host-port.ts";
 import { type LogLevel, isLogLevel } from "../node/logger.ts";
 
 export class ConfigError extends Error {
@@ -98,14 +99,14 @@ function int(raw: Raw, key: string, name: string, fallback: number, min: number,
   return n;
 }
 
-export function parseHostPort(addr: string, name: string): { host: string; port: number } {
-  const i = addr.lastIndexOf(":");
-  if (i <= 0) throw new ConfigError(`--${name} must be host:port, got ${JSON.stringify(addr)}`);
-  const host = addr.slice(0, i).replace(/^\[(.*)\]$/, "$1");
-  const portStr = addr.slice(i + 1);
-  const port = Number(portStr);
-  if (!/^\d+$/.test(portStr) || port < 1 || port > 65535) throw new ConfigError(`--${name} has an invalid port in ${JSON.stringify(addr)}`);
-  return { host, port };
+/** A flag holding host:port or [ipv6]:port (one parser for the program: src/net/host-port.ts). */
+function checkAddressFlag(addr: string, name: string): void {
+  try {
+    parseHostPort(addr, `--${name}`);
+  } catch (err) {
+    if (err instanceof AddressError) throw new ConfigError(err.message);
+    throw err;
+  }
 }
 
 /** Parses "250ms", "30s", "5m", "1h" or a plain number of seconds. */
@@ -122,13 +123,13 @@ export function parseDuration(s: string, name: string): number {
 export function parseServerOptions(raw: Raw): ServerOptions {
   const grpcAddr = str(raw, "grpcAddr", "grpc-addr", "127.0.0.1:9501");
   const raftAddr = str(raw, "raftAddr", "raft-addr", "127.0.0.1:9601");
-  parseHostPort(grpcAddr, "grpc-addr");
-  parseHostPort(raftAddr, "raft-addr");
+  checkAddressFlag(grpcAddr, "grpc-addr");
+  checkAddressFlag(raftAddr, "raft-addr");
   const joinAddr = raw.joinAddr === undefined ? null : str(raw, "joinAddr", "join-addr");
   const raftAdvertiseAddr = raw.raftAdvertiseAddr === undefined ? undefined : str(raw, "raftAdvertiseAddr", "raft-advertise-addr");
-  if (raftAdvertiseAddr !== undefined) parseHostPort(raftAdvertiseAddr, "raft-advertise-addr");
-  if (joinAddr !== null) parseHostPort(joinAddr, "join-addr");
-  if (grpcAddr === raftAddr) throw new ConfigError("--grpc-addr and --raft-addr must differ");
+  if (raftAdvertiseAddr !== undefined) checkAddressFlag(raftAdvertiseAddr, "raft-advertise-addr");
+  if (joinAddr !== null) checkAddressFlag(joinAddr, "join-addr");
+  if (sameAddress(grpcAddr, raftAddr)) throw new ConfigError("--grpc-addr and --raft-addr must differ");
   const batchSize = int(raw, "batchSize", "batch-size", 100, 0, 500);
   if (batchSize !== 0 && batchSize < 10) throw new ConfigError(`--batch-size must be 0 (off) or between 10 and 500, got ${batchSize}`);
   const heartbeatMs = int(raw, "heartbeatInterval", "heartbeat-interval", 100, 10, 10_000);

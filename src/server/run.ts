@@ -10,7 +10,8 @@ import { type PeerAddress } from "../storage/raft-log-store.ts";
 import { TtlReaper } from "../node/ttl-reaper.ts";
 import { createRbdkvClient } from "./grpc-service.ts";
 import { CLUSTER_ID_METADATA, KvService, PEERS_METADATA } from "./kv-service.ts";
-import { ConfigError, type ServerOptions, parseHostPort } from "./options.ts";
+import { socketAddress } from "../net/host-port.ts";
+import { ConfigError, type ServerOptions } from "./options.ts";
 import { WatchHub } from "./watch-hub.ts";
 import { join } from "node:path";
 
@@ -39,7 +40,7 @@ function bindGrpc(server: grpc.Server, addr: string): Promise<number> {
 
 /** Fails fast, before any state is created, if the Raft port is taken. */
 function assertCanListen(addr: string, flag: string): Promise<void> {
-  const { host, port } = parseHostPort(addr, flag);
+  const { host, port } = socketAddress(addr, `--${flag}`);
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once("error", (err: NodeJS.ErrnoException) => {
@@ -107,7 +108,6 @@ export async function runServer(o: ServerOptions): Promise<void> {
   if (o.unsafeNoFsync) log.warn("--unsafe-no-fsync is set: the Raft log is not fsync'd; a machine crash can lose acknowledged writes");
   ensureDir(o.logDir, "log-dir");
   ensureDir(o.kvDir, "kv-dir");
-  parseHostPort(o.grpcAddr, "grpc-addr");
 
   const server = new grpc.Server({
     // Twice the largest request we accept, so a request somewhat over a limit reaches the

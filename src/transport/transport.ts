@@ -23,6 +23,7 @@
 
 import type { Socket, TCPSocketListener } from "bun";
 import type { Message, NodeId } from "../raft/messages.ts";
+import { AddressError, formatHostPort, socketAddress } from "../net/host-port.ts";
 import { CodecError, Reader, Writer, decodeMessage, encodeMessage, estimateMessageSize } from "./codec.ts";
 import { FrameError, FrameParser, beginFrame, endFrame, frameHeader } from "./frame.ts";
 
@@ -125,26 +126,6 @@ interface SockCtx {
 
 function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
-}
-
-/** Parses "host:port" or "[v6]:port". */
-export function parseAddr(addr: string): { host: string; port: number } {
-  let host: string;
-  let portText: string;
-  if (addr.startsWith("[")) {
-    const close = addr.indexOf("]");
-    if (close < 0 || addr[close + 1] !== ":") throw new Error(`bad peer address "${addr}"`);
-    host = addr.slice(1, close);
-    portText = addr.slice(close + 2);
-  } else {
-    const colon = addr.lastIndexOf(":");
-    if (colon <= 0) throw new Error(`bad peer address "${addr}" (want host:port)`);
-    host = addr.slice(0, colon);
-    portText = addr.slice(colon + 1);
-  }
-  const port = Number(portText);
-  if (!/^\d+$/.test(portText) || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`bad port in peer address "${addr}"`);
-  return { host, port };
 }
 
 /** The preamble and Hello frame a client sends first (exported for tests). */
@@ -364,7 +345,7 @@ class Peer {
   ) {}
 
   get addr(): string {
-    return this.host.includes(":") ? `[${this.host}]:${this.port}` : `${this.host}:${this.port}`;
+    return formatHostPort(this);
   }
 
   pendingBytes(): number {
@@ -1134,13 +1115,23 @@ export class PeerTransport {
       socket: this.serverHandlers,
     });
     const port = this.listener.port;
-    this.log("info", `listening on ${this.opts.listenHost}:${port}`);
+    this.log("info", `listening on ${formatHostPort({ host: this.opts.listenHost, port })}`);
     return { port };
   }
 
   setPeer(id: NodeId, addr: string): void {
     if (this.stopped) return;
-    const { host, port } = parseAddr(addr);
+    let host: string;
+    let port: number;
+    try {
+      ({ host, port } = socketAddress(addr, `the Raft address of ${id}`));
+    } catch (err) {
+      // An address from the log or a snapshot that does not parse (requests are checked before
+      // they reach the log, so this is old or foreign data): this peer stays unreachable at it.
+      if (!(err instanceof AddressError)) throw err;
+      this.log("error", `${err.message}; not dialling it`);
+      return;
+    }
     const p = this.peers.get(id);
     if (p === undefined) {
       this.peers.set(id, new Peer(id, host, port));
