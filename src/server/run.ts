@@ -8,6 +8,7 @@ import { createLogger, type Logger } from "../node/logger.ts";
 import { type JoinResult, RaftNode } from "../node/node.ts";
 import { type PeerAddress } from "../storage/raft-log-store.ts";
 import { TtlReaper } from "../node/ttl-reaper.ts";
+import { lockDataDirs } from "../storage/dir-lock.ts";
 import { createRbdkvClient } from "./grpc-service.ts";
 import { CLUSTER_ID_METADATA, KvService, PEERS_METADATA } from "./kv-service.ts";
 import { socketAddress } from "../net/host-port.ts";
@@ -108,6 +109,13 @@ export async function runServer(o: ServerOptions): Promise<void> {
   if (o.unsafeNoFsync) log.warn("--unsafe-no-fsync is set: the Raft log is not fsync'd; a machine crash can lose acknowledged writes");
   ensureDir(o.logDir, "log-dir");
   ensureDir(o.kvDir, "kv-dir");
+  // Before anything opens a file in them (LMDB, the removal marker): a second process on these
+  // directories is refused here, having changed nothing. The kernel drops the lock when this
+  // process exits, however it exits.
+  lockDataDirs([
+    { dir: o.logDir, what: "--log-dir" },
+    { dir: o.kvDir, what: "--kv-dir" },
+  ]);
 
   const server = new grpc.Server({
     // Twice the largest request we accept, so a request somewhat over a limit reaches the

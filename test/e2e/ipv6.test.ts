@@ -15,7 +15,7 @@ describe("a three-node cluster on [::1]", () => {
 
   const put = (i: number, key: string, value: string) =>
     client(i).executeAsync({ op: OpType.Put, kv: { key: enc(key), value: enc(value) } }, { deadline: Date.now() + 10_000 });
-  const get = async (i: number, key: string, rc = ReadConsistency.Linearizable): Promise<string> =>
+  const get = async (i: number, key: string, rc: ReadConsistency = ReadConsistency.Linearizable): Promise<string> =>
     dec((await client(i).executeAsync({ op: OpType.Get, rc, kv: { key: enc(key) } }, { deadline: Date.now() + 10_000 })).value);
 
   beforeAll(async () => {
