@@ -69,3 +69,22 @@ export class DeadlineError extends Error {
     this.name = "DeadlineError";
   }
 }
+
+/**
+ * The data directory belongs to another node id (a node restarted with another --grpc-addr, so
+ * another default id): under this id it would be a second member carrying the first one's votes
+ * and log, a stranger to its own cluster. Nothing was changed.
+ */
+export class NodeIdMismatchError extends Error {
+  constructor(
+    readonly storedId: string,
+    readonly givenId: string,
+    readonly dir: string,
+  ) {
+    super(
+      `--log-dir ${dir} holds the data of node ${storedId}, not of ${givenId} (the node id, which defaults to --grpc-addr): ` +
+        `to start node ${storedId} on this data at new addresses, pass --node-id=${storedId}`,
+    );
+    this.name = "NodeIdMismatchError";
+  }
+}

@@ -24,7 +24,7 @@ import { socketAddress } from "../net/host-port.ts";
 import { type PeerAddress, RaftLogStore } from "../storage/raft-log-store.ts";
 import { PeerTransport } from "../transport/transport.ts";
 import { isMember, isVoter } from "../raft/membership.ts";
-import { DeadlineError, NodeRemovedError, NodeStoppedError, StorageMismatchError, NotLeaderError, ProposalLostError, UnavailableError } from "./errors.ts";
+import { DeadlineError, NodeIdMismatchError, NodeRemovedError, NodeStoppedError, StorageMismatchError, NotLeaderError, ProposalLostError, UnavailableError } from "./errors.ts";
 import { type Logger } from "./logger.ts";
 import { ProposalIds, unwrapProposal, wrapProposal } from "./proposal-id.ts";
 import { readRemovalMarker, removalMarkerPath, writeRemovalMarker } from "./removal-marker.ts";
@@ -193,6 +193,13 @@ export class RaftNode {
     const marker = readRemovalMarker(this.opts.logDir);
     if (marker !== null) throw new NodeRemovedError(removalMarkerPath(this.opts.logDir), marker);
     this.logStore = RaftLogStore.open({ dir: this.opts.logDir, noSync: this.opts.noSync });
+    // Before anything is written: the log holds the votes and entries of the node whose id it
+    // stores, so it is refused under another one (unchanged).
+    const storedId = this.logStore.nodeId();
+    if (storedId !== null && storedId !== this.id) {
+      await this.logStore.close();
+      throw new NodeIdMismatchError(storedId, this.id, this.opts.logDir);
+    }
     this.kv = KvStore.open({ dir: this.opts.kvDir, versionKeepNum: this.opts.versionKeepNum, unsafeNoSync: this.opts.noSync });
     this.logVerification();
     if (this.logStore.isEmpty() && this.logStore.clusterId() === null) {
@@ -205,6 +212,9 @@ export class RaftNode {
     }
     const clusterId = this.logStore.clusterId();
     if (clusterId === null) throw new UnavailableError("this node belongs to no cluster yet: start it with --join-addr, or on an empty directory without it to bootstrap");
+    // A new node's id is recorded once it belongs to a cluster (a join that failed leaves the
+    // directory free for another id); a directory written before ids were stored adopts this one.
+    if (storedId === null) await this.logStore.setNodeId(this.id);
     this.peerBook = this.logStore.peers();
 
     const compactedTo = this.logStore.firstIndex() - 1;

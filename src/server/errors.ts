@@ -12,7 +12,7 @@ import { Status } from "./gen/google/rpc/status.ts";
 import { LeaderInfoResponse } from "./gen/rbkv.ts";
 
 /** Trailing metadata on FAILED_PRECONDITION: where the leader is (seed convention). */
-const LEADER_ADDR_METADATA = "rbkv-leader-addr";
+export const LEADER_ADDR_METADATA = "rbkv-leader-addr";
 const LEADER_ID_METADATA = "rbkv-leader-id";
 const LEADER_TERM_METADATA = "rbkv-leader-term";
 /** Trailing metadata of gRPC's rich error model: a serialized google.rpc.Status. */

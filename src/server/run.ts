@@ -9,6 +9,7 @@ import { type JoinResult, RaftNode } from "../node/node.ts";
 import { type PeerAddress } from "../storage/raft-log-store.ts";
 import { TtlReaper } from "../node/ttl-reaper.ts";
 import { lockDataDirs } from "../storage/dir-lock.ts";
+import { AddressUpdater, addressesMatch } from "./address-update.ts";
 import { createRbdkvClient } from "./grpc-service.ts";
 import { CLUSTER_ID_METADATA, KvService, PEERS_METADATA } from "./kv-service.ts";
 import { socketAddress } from "../net/host-port.ts";
@@ -102,6 +103,36 @@ async function joinCluster(o: ServerOptions, log: Logger): Promise<JoinResult> {
   }
 }
 
+/**
+ * A member started under its stored id at other addresses than the cluster has for it (its own
+ * peer-book entry) asks the leader to update them; see address-update.ts.
+ */
+function announceNewAddresses(node: RaftNode, o: ServerOptions, log: Logger): AddressUpdater | null {
+  const want: PeerAddress = { raft: o.raftAdvertiseAddr, grpc: o.grpcAddr };
+  const own = node.peerAddresses().get(o.nodeId);
+  // Not in its own book: a node that joined and has not received its configuration yet; the
+  // addresses it joined with are the ones the cluster has.
+  if (own === undefined || addressesMatch(own, want)) return null;
+  const updater = new AddressUpdater({
+    id: o.nodeId,
+    want,
+    current: () => node.peerAddresses().get(o.nodeId),
+    memberGrpcAddrs: () => [...node.peerAddresses().values()].map((a) => a.grpc),
+    isLeader: () => node.isLeader(),
+    call: async (target, req) => {
+      const client = createRbdkvClient(target);
+      try {
+        await client.memberUpdateAsync(req, { deadline: Date.now() + 10_000 });
+      } finally {
+        client.close();
+      }
+    },
+    log,
+  });
+  void updater.done;
+  return updater;
+}
+
 export async function runServer(o: ServerOptions): Promise<void> {
   const log = createLogger(o.nodeId, o.logLevel);
   // grpc-js logs to stderr on its own; its messages go through ours, at debug level.
@@ -151,11 +182,13 @@ export async function runServer(o: ServerOptions): Promise<void> {
   server.addService(service.definition(), service.handlers());
 
   let reaper: TtlReaper | null = null;
+  let addressUpdater: AddressUpdater | null = null;
   let stopping = false;
   const shutdown = async (why: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
     log.info(`${why}: shutting down`);
+    addressUpdater?.stop();
     service.close();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -186,5 +219,6 @@ export async function runServer(o: ServerOptions): Promise<void> {
   service.setClusterId(node.clusterId());
   reaper = new TtlReaper(node, log);
   reaper.start();
+  addressUpdater = announceNewAddresses(node, o, log);
   log.info(`serving gRPC on ${o.grpcAddr} (port ${grpcPort}), Raft on ${o.raftAddr}; node id ${o.nodeId}`);
 }

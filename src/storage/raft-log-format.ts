@@ -16,7 +16,7 @@ export class LogStoreError extends Error {
 
 export const LOG_FORMAT_VERSION = 2;
 const FORMAT_NAME = "rbkv-log\x00";
-export const META_KEYS = ["format", "hard", "snap", "compacted", "peers", "cluster", "joined", "removed"] as const;
+export const META_KEYS = ["format", "hard", "snap", "compacted", "peers", "cluster", "joined", "removed", "node-id"] as const;
 export type MetaKey = (typeof META_KEYS)[number];
 const enc = new TextEncoder();
 const SEEDS = Object.fromEntries(META_KEYS.map((k) => [k, crcSeed(enc.encode(k))])) as Record<MetaKey, number>;

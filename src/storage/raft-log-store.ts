@@ -12,6 +12,7 @@
 //             "cluster"   -> utf-8 cluster id ‖ crc                (set once, at bootstrap or join)
 //             "joined"    -> [index f64][crc]   (a joined node: the index of the entry that added it)
 //             "removed"   -> JSON {id: index} ‖ crc  (members removed, and where; refused when they dial)
+//             "node-id"   -> utf-8 node id ‖ crc  (whose data this is; set once the node belongs to a cluster)
 // crc: CRC-32 of the record's key ‖ the bytes before the crc, little-endian (record-checksum.ts);
 // an entry's key is its index as a little-endian f64, a meta record's key its name. LMDB keeps no
 // checksums of its own. Checked: the whole file once at open (raft-log-format.ts verifyLogFile,
@@ -77,6 +78,7 @@ export class RaftLogStore implements Storage {
   private cluster: string | null = null;
   private joined = 0;
   private removed = new Map<string, number>();
+  private node: string | null = null;
   private closed = false;
   /** The absolute path of the LMDB file, for errors. */
   readonly file: string;
@@ -167,6 +169,8 @@ export class RaftLogStore implements Storage {
     if (cluster) this.cluster = dec.decode(cluster);
     const removed = this.meta("removed");
     if (removed) this.removed = new Map(Object.entries(JSON.parse(dec.decode(removed)) as Record<string, number>));
+    const node = this.meta("node-id");
+    if (node) this.node = dec.decode(node);
     const joined = this.meta("joined");
     if (joined) {
       if (joined.byteLength !== 8) throw new LogStoreError(`${this.file}: corrupted: the "joined" record is ${joined.byteLength} bytes, expected 8`);
@@ -286,6 +290,27 @@ export class RaftLogStore implements Storage {
     });
     this.cluster = id;
     if (joinedAt > 0) this.joined = joinedAt;
+  }
+
+  /**
+   * The id of the node this log belongs to (null: not recorded yet, a new directory or one
+   * written before the id was stored). The log holds that node's votes and acknowledged entries:
+   * under another id it would be a second node with the first one's memory.
+   */
+  nodeId(): string | null {
+    return this.node;
+  }
+
+  /** Records whose log this is (once; another id is refused). */
+  async setNodeId(id: string): Promise<void> {
+    this.assertOpen();
+    if (id === "") throw new LogStoreError("the node id must not be empty");
+    if (this.node !== null) {
+      if (this.node === id) return;
+      throw new LogStoreError(`${this.file} belongs to node ${this.node}, not ${id}`);
+    }
+    await this.env.transaction(() => this.metaDb.putSync("node-id", sealMeta("node-id", enc.encode(id))));
+    this.node = id;
   }
 
   /** True when nothing was ever stored: a brand-new node. */

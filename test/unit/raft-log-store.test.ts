@@ -120,6 +120,20 @@ describe("RaftLogStore", () => {
     await r.close();
   });
 
+  test("the node id is stored once, survives reopen, and another one is refused", async () => {
+    const dir = tempDir();
+    const s = RaftLogStore.open({ dir });
+    expect(s.nodeId()).toBeNull();
+    await s.setNodeId("127.0.0.1:9501");
+    await s.setNodeId("127.0.0.1:9501");
+    await expect(s.setNodeId("127.0.0.1:9511")).rejects.toThrow(`${join(dir, "raft-log.mdb")} belongs to node 127.0.0.1:9501, not 127.0.0.1:9511`);
+    await expect(s.setNodeId("")).rejects.toThrow(LogStoreError);
+    await s.close();
+    const r = RaftLogStore.open({ dir });
+    expect(r.nodeId()).toBe("127.0.0.1:9501");
+    await r.close();
+  });
+
   test("a garbage or empty log file is refused with an error naming it", () => {
     const dir = tempDir();
     writeFileSync(join(dir, "raft-log.mdb"), "");
@@ -193,6 +207,7 @@ describe("log checksums", () => {
     const dir = tempDir();
     const s = RaftLogStore.open({ dir });
     await s.setClusterId("cluster-for-checksums");
+    await s.setNodeId("NODE-ID-for-checksums");
     await s.save({ term: 3, vote: "VOTE-FOR-node-xyz", commit: 40 }, dataEnts(1, 60), null, new Map([["n1", { raft: "127.0.0.1:1", grpc: "127.0.0.1:2" }]]));
     await s.close();
     return dir;
@@ -214,6 +229,9 @@ describe("log checksums", () => {
     const dir2 = await written();
     flip(join(dir2, "raft-log.mdb"), "cluster-for-checksums");
     expect(openError(dir2).message).toBe(`${join(dir2, "raft-log.mdb")}: corrupted: checksum mismatch in meta record "cluster"`);
+    const dir3 = await written();
+    flip(join(dir3, "raft-log.mdb"), "NODE-ID-for-checksums");
+    expect(openError(dir3).message).toBe(`${join(dir3, "raft-log.mdb")}: corrupted: checksum mismatch in meta record "node-id"`);
   });
 
   test("a zeroed page is refused at open naming the file, without crashing the process", async () => {
