@@ -6,7 +6,37 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type RbdkvClient } from "../../src/server/grpc-service.ts";
 import { OpType, ReadConsistency } from "../../src/server/gen/rbkv.ts";
 import { fastClient } from "./api-helpers.ts";
-import { TestCluster, dec, enc, eventually } from "./harness.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { TestCluster, dec, enc, eventually, freePort, runBinary } from "./harness.ts";
+
+describe("IPv6 flags", () => {
+  test("an address that is not host:port or [ipv6]:port is refused with one line naming the flag and the fix", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "rbkv-v6flags-"));
+    try {
+      const cases: [string[], string][] = [
+        [[`--grpc-addr=::1:${await freePort()}`], "--grpc-addr must be host:port or [ipv6]:port, got \"::1:"],
+        [["--raft-addr=[::1]"], `--raft-addr must be host:port or [ipv6]:port, got "[::1]": the port is missing`],
+        [["--join-addr=[::1:9501"], `--join-addr must be host:port or [ipv6]:port, got "[::1:9501": the IPv6 address has no closing bracket`],
+        [["--raft-advertise-addr=[fe80::zz]:9601"], `--raft-advertise-addr must be host:port or [ipv6]:port, got "[fe80::zz]:9601": "fe80::zz" in brackets is not an IPv6 address`],
+      ];
+      for (const [flags, message] of cases) {
+        const defaults = [`--grpc-addr=[::1]:${await freePort()}`, `--raft-addr=[::1]:${await freePort()}`].filter((d) => !flags.some((f) => f.split("=")[0] === d.split("=")[0]));
+        const args = [`--log-dir=${dir}`, `--kv-dir=${dir}`, ...defaults, ...flags];
+        const r = await runBinary(args);
+        expect(r.code).toBe(2);
+        const lines = r.stderr.trim().split("\n");
+        expect(lines.length).toBe(1);
+        expect(lines[0]).toStartWith(`rbkv: ${message}`);
+      }
+      const bare = await runBinary([`--log-dir=${dir}`, `--kv-dir=${dir}`, "--grpc-addr=::1:9501"]);
+      expect(bare.stderr.trim()).toBe('rbkv: --grpc-addr must be host:port or [ipv6]:port, got "::1:9501": an IPv6 address needs brackets: [::1]:9501');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe("a three-node cluster on [::1]", () => {
   let c: TestCluster;
