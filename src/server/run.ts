@@ -141,8 +141,8 @@ export async function runServer(o: ServerOptions): Promise<void> {
   ensureDir(o.logDir, "log-dir");
   ensureDir(o.kvDir, "kv-dir");
   // Before anything opens a file in them (LMDB, the removal marker): a second process on these
-  // directories is refused here, having changed nothing. The kernel drops the lock when this
-  // process exits, however it exits.
+  // directories is refused here, having changed nothing. Held for the life of the process (the
+  // lock files stay open); the kernel drops the locks when it exits, however it exits.
   lockDataDirs([
     { dir: o.logDir, what: "--log-dir" },
     { dir: o.kvDir, what: "--kv-dir" },
