@@ -430,8 +430,11 @@ export class KvService {
    */
   private async snapshot(call: grpc.ServerWritableStream<SnapshotRequest, SnapshotChunk>): Promise<void> {
     let ended = false;
+    /** The caller went away (cancel, deadline, closed connection) before the stream was done. */
+    let callerGone = false;
     let wake: (() => void) | null = null;
     const onGone = (): void => {
+      if (!ended) callerGone = true;
       ended = true;
       wake?.();
     };
@@ -497,10 +500,7 @@ export class KvService {
         }
         bytes += r.value.byteLength;
         const taken = await deliver({ data: r.value, version: backup.version });
-        if (ended) {
-          this.log.info(`the caller ended the snapshot stream at version ${backup.version} after ${bytes} bytes`);
-          break;
-        }
+        if (ended) break;
         if (!taken) throw new SnapshotStalledError(SNAPSHOT_STALL_MS, bytes);
       }
     } catch (err) {
@@ -510,6 +510,7 @@ export class KvService {
       await backup.close().catch((err: Error) => this.log.warn(`closing a snapshot stream failed: ${err.message}`));
       call.removeListener("cancelled", onGone);
       call.removeListener("close", onGone);
+      if (callerGone) this.log.info(`the caller ended the snapshot stream at version ${backup.version} after ${bytes} bytes; its read transaction is released`);
     }
   }
 
