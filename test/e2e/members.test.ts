@@ -202,6 +202,11 @@ describe("members", () => {
     expect(view.members.filter((m) => !m.isLearner)).toHaveLength(3);
     // A learner's own view: it knows it is one.
     expect((await memberOf(learner, spec.grpcAddr))?.isLearner).toBe(true);
+    // A new leader knows it is not to be promoted (the flag is in the log and every peer book).
+    const successor = [0, 1, 2].find((i) => i !== leader && i !== follower)!;
+    await retrying("a transfer", () => client(leader).transferLeadershipAsync({ to: idOf(successor) }, dl()));
+    await Bun.sleep(4 * ELECTION_MS);
+    expect(await memberOf(successor, spec.grpcAddr)).toMatchObject({ isLearner: true, promoteWhenCaughtUp: false, active: true });
 
     // Promote it (through a follower): answered once applied; every member then lists 4 voters.
     const promoted = await retrying("MemberPromote", () => client(follower).memberPromoteAsync({ id: spec.grpcAddr }, dl()));
@@ -256,20 +261,23 @@ describe("members", () => {
     const target = running.find((i) => i !== leader && i !== autoVoter)!;
     const via = running.find((i) => i !== leader && i !== target)!;
 
-    // Writes go on during the transfers: each one is answered OK or UNAVAILABLE (retry) within
-    // its deadline; none redirects to a node that cannot take it or hangs.
+    // Writes go on during the transfers, through the leader handing over (it refuses writes
+    // meanwhile) and through a follower (it forwards them): each one is answered OK or
+    // UNAVAILABLE (retry) within its deadline; none is redirected in a circle or hangs.
     let writing = true;
     const outcomes: (grpc.status | "ok")[] = [];
-    const writer = (async () => {
-      for (let i = 0; writing; i++) {
-        try {
-          await c.kv(via).put(`transfer/${i}`, "x", { deadlineMs: 8000 });
-          outcomes.push("ok");
-        } catch (err) {
-          outcomes.push(grpcCode(err)!);
+    const writer = (through: number): Promise<void> =>
+      (async () => {
+        for (let i = 0; writing; i++) {
+          try {
+            await c.kv(through).put(`transfer/${through}/${i}`, "x", { deadlineMs: 8000 });
+            outcomes.push("ok");
+          } catch (err) {
+            outcomes.push(grpcCode(err)!);
+          }
         }
-      }
-    })();
+      })();
+    const writers = [writer(leader), writer(via)];
 
     // To a chosen node, asked through a third one (forwarded to the leader).
     const moved = await client(via).transferLeadershipAsync({ to: idOf(target) }, dl());
@@ -288,7 +296,7 @@ describe("members", () => {
     await allAgreeOnLeader(nextId);
 
     writing = false;
-    await writer;
+    await Promise.all(writers);
     expect(outcomes.filter((o) => o === "ok").length).toBeGreaterThan(0);
     expect(outcomes.filter((o) => o !== "ok" && o !== grpc.status.UNAVAILABLE)).toEqual([]);
 
