@@ -269,7 +269,8 @@ export class Membership {
    * has no data (`emptyData`, an rbkv node starting on empty directories) while the member holds
    * data: then that member lost its disk, and with it its votes and the entries it
    * acknowledged; it cannot take its own place, so it is replaced: removed, then added back as
-   * a learner. A learner that never acknowledged anything asking again is the same node
+   * a learner (promoted once caught up, unless it was a learner meant to stay one). A learner
+   * that never acknowledged anything asking again is the same node
    * retrying after a crash mid-join: a no-op. Returns the index of the entry that added it.
    */
   async join(req: NewMember & { emptyData: boolean }): Promise<{ joinedAt: number }> {
@@ -320,9 +321,11 @@ export class Membership {
     checkRemoval(view, member.id);
     const match = member.progress?.match ?? 0;
     this.log.info(`${member.id} (a ${kindOf(member)} holding the log up to index ${match}) asks to join with no data: it lost its disk; replacing it (remove, then add back as a learner)`);
+    // A voter comes back as one once caught up; a learner added to stay one stays one.
+    const promote = member.isLearner ? member.promote : true;
     const removed = await this.host.proposeConfChange({ type: ConfChangeType.RemoveNode, nodeId: member.id, context: new Uint8Array(0) });
-    const added = await this.host.proposeConfChange({ type: ConfChangeType.AddLearner, nodeId: member.id, context: encodePeerContext({ ...addr, promote: true }) });
-    this.log.info(`replaced ${member.id}: removed at index ${removed.index}, added back as a learner at index ${added.index}; it becomes a voter once caught up`);
+    const added = await this.host.proposeConfChange({ type: ConfChangeType.AddLearner, nodeId: member.id, context: encodePeerContext({ ...addr, promote }) });
+    this.log.info(`replaced ${member.id}: removed at index ${removed.index}, added back as a learner at index ${added.index}${promote ? "; it becomes a voter once caught up" : "; it stays a learner until promoted"}`);
     return { joinedAt: added.index };
   }
 

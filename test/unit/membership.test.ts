@@ -190,6 +190,12 @@ describe("changes", () => {
       [ConfChangeType.AddLearner, "b", { raft: "b:7000", grpc: "b:9000", promote: true }],
     ]);
     expect(joined.joinedAt).toBe(202);
+    // A learner meant to stay one that lost its data comes back as one.
+    host.proposed = [];
+    host.v = view([member("a", { isLeader: true, isLocal: true }), member("b"), member("k", { isLearner: true, promote: false }, { match: 50 })]);
+    await m.join({ id: "k", raft: "k:7000", grpc: "k:9000", emptyData: true });
+    expect(host.proposed.map((cc) => decodePeerContext(cc.context))).toEqual([null, { raft: "k:7000", grpc: "k:9000", promote: false }]);
+    host.v = view([member("a", { isLeader: true, isLocal: true }), member("b", {}, { active: false }), member("c")]);
     // Replacing c while b is down would leave {a, b} with only a answering.
     const r = await refusedKind(m.join({ id: "c", raft: "c:7000", grpc: "c:9000", emptyData: true }));
     expect(r.kind).toBe("retry");
