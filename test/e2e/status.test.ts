@@ -86,7 +86,9 @@ describe("Status", () => {
     expect(compacted).toBe(last);
     const after = await eventually("every node to apply the compaction", async () => {
       const all = await statuses();
-      return all.every((s) => s.compactedVersion === compacted) ? all : null;
+      // The state machine's compacted mark is visible as soon as its transaction commits, a moment
+      // before the node counts the Compact entry as applied: wait for both.
+      return all.every((s) => s.compactedVersion === compacted && s.appliedIndex > compacted) ? all : null;
     });
     for (const s of after) {
       expect(s.keyCount).toBe(40);
