@@ -11,6 +11,7 @@ import { TtlReaper } from "../node/ttl-reaper.ts";
 import { lockDataDirs } from "../storage/dir-lock.ts";
 import { AddressUpdater, addressesMatch } from "./address-update.ts";
 import { createRbdkvClient } from "./grpc-service.ts";
+import { LEADER_ADDR_METADATA } from "./errors.ts";
 import { CLUSTER_ID_METADATA, KvService, PEERS_METADATA } from "./kv-service.ts";
 import { socketAddress } from "../net/host-port.ts";
 import { ConfigError, type ServerOptions } from "./options.ts";
@@ -94,7 +95,10 @@ async function joinCluster(o: ServerOptions, log: Logger): Promise<JoinResult> {
       return joined;
     } catch (err) {
       const e = err as grpc.ServiceError;
-      if (e.code === grpc.status.INVALID_ARGUMENT || e.code === grpc.status.ALREADY_EXISTS) {
+      // FAILED_PRECONDITION is "not the leader" (retry: it carries the leader's address) or a
+      // rule of membership.ts (asking again will never work: stop with its reason).
+      const notLeader = e.code === grpc.status.FAILED_PRECONDITION && (e.metadata?.get(LEADER_ADDR_METADATA).length ?? 0) > 0;
+      if (e.code === grpc.status.INVALID_ARGUMENT || e.code === grpc.status.ALREADY_EXISTS || (e.code === grpc.status.FAILED_PRECONDITION && !notLeader)) {
         throw new ConfigError(`joining through ${target} was refused: ${e.details ?? e.message}`);
       }
       log.warn(`join through ${target} failed (attempt ${attempt}): ${e.details ?? e.message}; retrying in ${delay}ms`);

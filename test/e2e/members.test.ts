@@ -12,7 +12,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Member, MemberListResponse } from "../../src/server/gen/rbkv.ts";
 import { type RbdkvClient } from "../../src/server/grpc-service.ts";
 import { fastClient } from "./api-helpers.ts";
-import { RbkvProcess, TestCluster, eventually, freePort, grpcCode } from "./harness.ts";
+import { RbkvProcess, TestCluster, eventually, freePort, grpcCode, runBinary } from "./harness.ts";
 
 const ELECTION_MS = 600;
 
@@ -386,4 +386,20 @@ describe("members", () => {
     expect(c.nodes[lost]!.running).toBe(true);
     expect(await c.nodes[lost]!.logs()).not.toContain("was removed from the cluster");
   }, 120_000);
+
+  test("a node that asks to join under a member's id at other addresses is refused for good: it exits with the reason instead of retrying", async () => {
+    const leader = await c.leader();
+    const dir = join(c.root, "impostor");
+    const r = await runBinary(
+      [`--node-id=${idOf(leader)}`, `--grpc-addr=127.0.0.1:${await freePort()}`, `--raft-addr=127.0.0.1:${await freePort()}`, `--log-dir=${dir}`, `--kv-dir=${dir}`, `--join-addr=${c.nodes[leader]!.spec.grpcAddr}`],
+      { timeoutMs: 20_000 },
+    );
+    expect(r.code).not.toBe(0);
+    expect(r.code).not.toBe(137); // not killed by runBinary's timeout: it stopped by itself
+    expect(r.stderr).toContain("was refused");
+    expect(r.stderr).toContain(`node ${idOf(leader)} is already a member`);
+    expect(r.stderr).toContain("MemberUpdate");
+    // The cluster is as it was.
+    expect((await client(leader).memberListAsync({}, dl())).members.length).toBe(3);
+  }, 30_000);
 });
