@@ -91,6 +91,10 @@ describe("(a) a one-node cluster moved to new addresses", () => {
       const st = await client(grpcAddr).clusterStatsAsync({ withRaft: true });
       expect(st.peers.length).toBe(1);
       expect(st.peers[0]!.isLocal && st.peers[0]!.isLeader).toBe(true);
+      // Status: the same id, the new addresses, itself as leader at its new address.
+      const status = await client(grpcAddr).statusAsync({});
+      expect(status).toMatchObject({ id, grpcAddr, raftAddr, state: "leader" });
+      expect(status.leaderInfo).toMatchObject({ leaderId: id, leaderAddr: grpcAddr });
       await put(grpcAddr, "moved/after", "new");
       expect(await get(grpcAddr, "moved/after")).toBe("new");
       expect(await get(grpcAddr, "moved/key")).toBe("kept");
