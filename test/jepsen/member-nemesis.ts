@@ -104,13 +104,16 @@ export class MemberNemesis {
     return r;
   }
 
-  /** Repeats rpc() on refusals (through random nodes) until OK or `timeoutMs`; the last result. */
+  /**
+   * Repeats rpc() on the refusals in RETRY_LATER (through random nodes) until another answer or
+   * `timeoutMs`; the last result.
+   */
   private async retry<T>(action: string, rng: Prng, expect: readonly Answer[], f: (c: RbdkvClient, o: { deadline: number }) => Promise<T>, timeoutMs = 20_000, vias?: number[]): Promise<RpcResult<T>> {
     const deadline = Date.now() + timeoutMs;
     const pool = vias ?? [...Array(this.n).keys()].filter((i) => this.cluster.isUp(i));
     for (;;) {
       const r = await this.rpc(action, rng.pick(pool), expect, f);
-      if (r.answer === "OK" || Date.now() > deadline || !expect.includes(r.answer)) return r;
+      if (!RETRY_LATER.includes(r.answer) || Date.now() > deadline) return r;
       await sleep(200 + rng.int(0, 300));
     }
   }
@@ -242,7 +245,10 @@ export class MemberNemesis {
     const vias = this.others(i);
     const req = { id: this.cluster.ids[i]!, raftAddr: this.cluster.raftAddrs[i]!, grpcAddr: this.cluster.ids[i]!, isLearner };
     const action = isLearner ? "add-learner" : "add-voter";
-    const r = await this.retry(action, rng, RETRY_LATER, (c, o) => c.memberAddAsync(req, o), 20_000, vias);
+    // After a refusal whose request may still have been applied (UNAVAILABLE: passed to the
+    // leader but not applied in time), a retry may find it added: ALREADY_EXISTS, checked below.
+    const first = await this.rpc(action, rng.pick(vias), RETRY_LATER, (c, o) => c.memberAddAsync(req, o));
+    const r = first.answer === "OK" || !RETRY_LATER.includes(first.answer) ? first : await this.retry(`${action} (retry)`, rng, [...RETRY_LATER, "ALREADY_EXISTS"], (c, o) => c.memberAddAsync(req, o), 20_000, vias);
     if (r.answer !== "OK") {
       // An attempt whose answer was lost may have added it: the configuration says.
       const view = await this.leaderView();
