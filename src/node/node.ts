@@ -20,11 +20,14 @@ import {
 } from "../raft/messages.ts";
 import { type ApplyOutcome, type FsmEntry, type KvEvent, type KvRecord, KvStore, type RangeQuery } from "../storage/fsm.ts";
 import { type RangeResult } from "../storage/apply-result.ts";
-import { type PeerAddress, RaftLogStore } from "../storage/raft-log-store.ts";
+import { type PeerAddress, RaftLogStore, samePeerAddress } from "../storage/raft-log-store.ts";
+import { ProgressState } from "../raft/progress.ts";
 import { PeerTransport } from "../transport/transport.ts";
 import { isMember, isVoter } from "../raft/membership.ts";
 import { DeadlineError, NodeRemovedError, NodeStoppedError, StorageMismatchError, NotLeaderError, ProposalLostError, UnavailableError } from "./errors.ts";
 import { type Logger } from "./logger.ts";
+import { type ClusterView, Membership, type MembershipHost, type MemberState, mostUpToDateVoter } from "./membership.ts";
+import { decodePeerContext, encodePeerContext } from "./peer-context.ts";
 import { ProposalIds, unwrapProposal, wrapProposal } from "./proposal-id.ts";
 import { readRemovalMarker, removalMarkerPath, writeRemovalMarker } from "./removal-marker.ts";
 import { readSnapshotEnvelope, writeSnapshotEnvelope } from "./snapshot-envelope.ts";
@@ -94,23 +97,12 @@ const MAX_APPLY_BYTES = 64 << 20;
 const READ_TIMEOUT_FACTOR = 3;
 const FORWARD_TIMEOUT_FACTOR = 5;
 
-export function encodePeerContext(addr: PeerAddress): Uint8Array {
-  return new TextEncoder().encode(JSON.stringify(addr));
-}
+export { decodePeerContext, encodePeerContext } from "./peer-context.ts";
 
-export function decodePeerContext(ctx: Uint8Array): PeerAddress | null {
-  if (ctx.byteLength === 0) return null;
-  try {
-    const v = JSON.parse(new TextDecoder().decode(ctx)) as Partial<PeerAddress>;
-    if (typeof v.raft === "string" && typeof v.grpc === "string") return { raft: v.raft, grpc: v.grpc };
-  } catch {
-    // Not ours: no address.
-  }
-  return null;
-}
-
-export class RaftNode {
+export class RaftNode implements MembershipHost {
   readonly id: NodeId;
+  /** Join, add, promote, remove, replace, address updates and leadership transfer (membership.ts). */
+  readonly membership: Membership;
   // The layers below are this class's own: callers use the methods of the queries section.
   private core!: RaftCore;
   private logStore!: RaftLogStore;
@@ -179,6 +171,7 @@ export class RaftNode {
     this.id = opts.id;
     this.opts = opts;
     this.log = opts.logger;
+    this.membership = new Membership(this, opts.logger);
   }
 
   // ---- lifecycle ---------------------------------------------------------------------------
@@ -350,9 +343,7 @@ export class RaftNode {
   }
 
   private async handOverLeadership(timeoutMs: number): Promise<void> {
-    const st = this.core.status();
-    const candidates = st.progress.filter((p) => p.id !== this.id && !p.isLearner).sort((a, b) => b.match - a.match);
-    const target = candidates[0];
+    const target = mostUpToDateVoter(this.clusterView());
     if (!target) return;
     this.log.info(`shutting down as leader: handing leadership to ${target.id}`);
     this.core.transferLeadership(target.id);
@@ -387,7 +378,12 @@ export class RaftNode {
     try {
       at = this.core.proposeOrForward(wrapProposal(this.proposalIds.origin, id, command));
     } catch (err) {
-      if (err instanceof ProposalDroppedError) return Promise.reject(this.notLeader());
+      if (err instanceof ProposalDroppedError) {
+        // A leader handing over refuses writes for up to an election timeout: "retry" (soon at
+        // the new leader), not a redirect to itself.
+        if (err.reason === "transferring") return Promise.reject(new UnavailableError(`${err.message}; retry`));
+        return Promise.reject(this.notLeader());
+      }
       throw err;
     }
     this.schedule();
@@ -471,19 +467,16 @@ export class RaftNode {
   }
 
   /**
-   * Catch-up before promotion: a learner that joined becomes a voter only once it holds the
-   * whole committed log, so adding it never stalls the quorum.
+   * Catch-up before promotion: a learner flagged for it (it joined, or was added as a voter)
+   * becomes a voter only once it holds the whole committed log, so adding it never stalls the
+   * quorum. A learner added as one waits for MemberPromote.
    */
   private promoteCaughtUpLearners(): void {
     if (this.core.state !== RaftState.Leader || this.promoting) return;
-    const st = this.core.status();
-    const learner = st.progress.find((p) => p.isLearner && p.match >= st.commit);
-    if (!learner) return;
-    const addr = this.peerBook.get(learner.id);
     this.promoting = true;
-    this.proposeConfChange({ type: ConfChangeType.AddVoter, nodeId: learner.id, context: addr ? encodePeerContext(addr) : new Uint8Array(0) })
-      .then(() => this.log.info(`promoted ${learner.id} to voter (caught up at ${learner.match})`))
-      .catch((err: Error) => this.log.debug(`promotion of ${learner.id} deferred: ${err.message}`))
+    this.membership
+      .promoteCaughtUp()
+      .catch((err: Error) => this.log.debug(`automatic promotion deferred: ${err.message}`))
       .finally(() => (this.promoting = false));
   }
 
@@ -573,8 +566,10 @@ export class RaftNode {
       }
       const addr = decodePeerContext(cc.context);
       if (cc.type !== ConfChangeType.RemoveNode && addr) {
+        // A voter has no promotion flag: its AddVoter entry clears the learner's.
+        if (cc.type === ConfChangeType.AddVoter) delete addr.promote;
         const known = this.peerBook.get(cc.nodeId);
-        if (!known || known.raft !== addr.raft || known.grpc !== addr.grpc) {
+        if (!known || !samePeerAddress(known, addr) || (cc.type === ConfChangeType.AddVoter && known.promote !== undefined)) {
           this.peerBook.set(cc.nodeId, addr);
           this.peerBookDirty = true;
           if (cc.nodeId !== this.id) this.transport.setPeer(cc.nodeId, addr.raft);
@@ -919,6 +914,47 @@ export class RaftNode {
 
   peerAddresses(): Map<NodeId, PeerAddress> {
     return new Map(this.peerBook);
+  }
+
+  /**
+   * The configuration with each member's addresses and promotion flag and, on the leader, its
+   * progress (how much of the log it holds, whether it answers): what membership decides on.
+   */
+  clusterView(): ClusterView {
+    const st = this.core.status();
+    const progress = new Map(st.progress.map((p) => [p.id, p]));
+    const lead = this.leader();
+    const members: MemberState[] = [];
+    const add = (id: NodeId, isLearner: boolean): void => {
+      const a = this.peerBook.get(id);
+      const pr = progress.get(id);
+      members.push({
+        id,
+        raft: a?.raft ?? "",
+        grpc: a?.grpc ?? "",
+        isLearner,
+        isLeader: id === st.lead,
+        isLocal: id === this.id,
+        promote: isLearner && a?.promote !== false,
+        progress: pr ? { match: pr.match, active: pr.active, snapshotting: pr.state === ProgressState.Snapshot } : null,
+      });
+    };
+    for (const v of st.conf.voters) add(v, false);
+    for (const l of st.conf.learners) add(l, true);
+    return {
+      self: this.id,
+      isLeader: st.state === RaftState.Leader,
+      leader: { id: lead.id, grpcAddr: lead.grpcAddr, term: lead.term },
+      commit: st.commit,
+      lastIndex: st.lastIndex,
+      confIndex: this.core.confIndex(),
+      activityKnown: st.activityKnown,
+      members,
+    };
+  }
+
+  electionTimeoutMs(): number {
+    return this.opts.tickMs * this.opts.electionTicks;
   }
 
   /** The consensus core's view: term, role, indexes and (as leader) each follower's progress. */

@@ -1,8 +1,8 @@
 // A snapshot stream is the peer address book followed by the state machine's image, so a new
 // node learns where every member is from the same transfer that gives it the data.
-//   [magic "RBKVENV1"][u32 LE length][JSON {id: {raft, grpc}}] then the image's bytes.
+//   [magic "RBKVENV1"][u32 LE length][JSON {id: {raft, grpc, promote?}}] then the image's bytes.
 
-import { type PeerAddress } from "../storage/raft-log-store.ts";
+import { type PeerAddress, peerAddressOf } from "../storage/raft-log-store.ts";
 
 const MAGIC = new TextEncoder().encode("RBKVENV1");
 const MAX_ENVELOPE = 16 << 20;
@@ -43,8 +43,12 @@ export async function readSnapshotEnvelope(it: AsyncIterator<Uint8Array>): Promi
   }
   let peers: Map<string, PeerAddress>;
   try {
-    const obj = JSON.parse(new TextDecoder().decode(buf.subarray(headerLen, need))) as Record<string, PeerAddress>;
-    peers = new Map(Object.entries(obj).filter(([, a]) => typeof a?.raft === "string" && typeof a?.grpc === "string"));
+    const obj = JSON.parse(new TextDecoder().decode(buf.subarray(headerLen, need))) as Record<string, unknown>;
+    peers = new Map();
+    for (const [id, v] of Object.entries(obj)) {
+      const addr = peerAddressOf(v);
+      if (addr) peers.set(id, addr);
+    }
   } catch {
     throw new SnapshotEnvelopeError("snapshot envelope is not valid JSON");
   }

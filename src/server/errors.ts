@@ -1,10 +1,11 @@
 // Every error the API answers with, mapped to its gRPC status in ONE place (toServiceError):
 // request validation (RequestError), the node's errors (not leader, lost or unknown writes,
-// deadlines), the state machine's (damage, compacted or future versions) and the deterministic
+// deadlines, membership refusals), the state machine's (damage, compacted or future versions) and the deterministic
 // refusals a command can meet when it is applied (ApplyResult errors: sessions, compaction).
 
 import * as grpc from "@grpc/grpc-js";
 import { DeadlineError, NodeStoppedError, NotLeaderError, ProposalLostError, UnavailableError } from "../node/errors.ts";
+import { MembershipError, type MembershipErrorKind } from "../node/membership.ts";
 import { type ApplyErrorCode } from "../storage/apply-result.ts";
 import { KvCorruptionError, VersionCompactedError, VersionFutureError } from "../storage/fsm.ts";
 import { Status } from "./gen/google/rpc/status.ts";
@@ -60,12 +61,22 @@ const APPLY_ERROR_CODES: Record<ApplyErrorCode, grpc.status> = {
   "txn-conflict": grpc.status.INVALID_ARGUMENT,
 };
 
+/** Membership refusals (membership.ts): a rule, "try again", a stranger, a taken id, a bad request. */
+const MEMBERSHIP_ERROR_CODES: Record<MembershipErrorKind, grpc.status> = {
+  rule: grpc.status.FAILED_PRECONDITION,
+  retry: grpc.status.UNAVAILABLE,
+  "not-member": grpc.status.NOT_FOUND,
+  exists: grpc.status.ALREADY_EXISTS,
+  "bad-request": grpc.status.INVALID_ARGUMENT,
+};
+
 export function applyError(code: ApplyErrorCode, message: string): RequestError {
   return new RequestError(APPLY_ERROR_CODES[code], message);
 }
 
 export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
   if (err instanceof RequestError) return { code: err.code, details: err.message, metadata: err.metadata };
+  if (err instanceof MembershipError) return { code: MEMBERSHIP_ERROR_CODES[err.kind], details: err.message };
   if (err instanceof NotLeaderError) {
     // No leader known, or none we can point at (e.g. moments after the leader removed itself,
     // its address is gone from the book): UNAVAILABLE (retry later), not a redirect to nowhere.

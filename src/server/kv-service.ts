@@ -1,12 +1,11 @@
 // The seed's gRPC API (SPEC §3) over a RaftNode: validation, reads at either consistency,
 // writes through the leader (a follower forwards them, one hop at most), watches, leader
-// info, cluster stats and joins.
+// info and cluster stats; the membership RPCs (Join among them) are member-service.ts's.
 
 import * as grpc from "@grpc/grpc-js";
-import { NodeStoppedError, NotLeaderError, ProposalLostError, UnavailableError } from "../node/errors.ts";
+import { NodeStoppedError, UnavailableError } from "../node/errors.ts";
 import { type Logger } from "../node/logger.ts";
-import { type RaftNode, encodePeerContext } from "../node/node.ts";
-import { ConfChangeType } from "../raft/messages.ts";
+import { type RaftNode } from "../node/node.ts";
 import { type ApplyResult } from "../storage/apply-result.ts";
 import { type Command as StorageCommand, CommandKind, encodeCommand } from "../storage/command.ts";
 import { type ApplyOutcome, type KvEvent } from "../storage/fsm.ts";
@@ -24,8 +23,6 @@ import {
   type CompactRequest,
   type CompactResponse,
   Event_EventType,
-  type JoinRequest,
-  type JoinResponse,
   type LeaderInfoResponse,
   type LeaderRequest,
   type OpenSessionRequest,
@@ -35,8 +32,6 @@ import {
   type RangeRequest,
   type RangeResponse,
   ReadConsistency,
-  type RemoveMemberRequest,
-  type RemoveMemberResponse,
   type TxnRequest,
   type TxnResponse,
   type WatchRequest,
@@ -44,15 +39,13 @@ import {
 } from "./gen/rbkv.ts";
 import { type RequestLimits, checkKey, checkMeta, checkValue, rangeQueryOf, rangeResponseOf, ttlMsOf, txnCommandOf, txnResponseOf } from "./requests.ts";
 import { type WatchMessage, type WatchOptions, WatcherExistsError, WatcherOverflowError, type WatchHub } from "./watch-hub.ts";
+import { MemberService } from "./member-service.ts";
 
 export { LEADER_INFO_TYPE_URL, RequestError } from "./errors.ts";
+export { CLUSTER_ID_METADATA, PEERS_METADATA } from "./member-service.ts";
 
 /** Set on a request a follower forwards, so the leader never forwards it again. */
 const FORWARDED_METADATA = "rbkv-forwarded";
-/** Trailing metadata of Join: the cluster the joiner becomes part of. */
-export const CLUSTER_ID_METADATA = "rbkv-cluster-id";
-/** Trailing metadata of Join: the members' addresses, as JSON {id: {raft, grpc}}. */
-export const PEERS_METADATA = "rbkv-peers";
 const EMPTY = new Uint8Array(0);
 /** How long a forwarded request may take at the leader. */
 const FORWARD_DEADLINE_MS = 30_000;
@@ -86,7 +79,6 @@ const DEFAULT_WATCH_CAPACITY = 1024;
 const MAX_WATCH_CAPACITY = 1 << 20;
 
 export class KvService {
-  private clusterId = "";
   private readonly forwardClients = new Map<string, RbdkvClient>();
   private closed = false;
 
@@ -122,10 +114,6 @@ export class KvService {
       ),
     );
     this.hub.setPublishedThrough(to);
-  }
-
-  setClusterId(id: string): void {
-    this.clusterId = id;
   }
 
   definition(): grpc.ServiceDefinition {
@@ -168,18 +156,12 @@ export class KvService {
           cb(toServiceError(err));
         }
       },
-      Join: (call: grpc.ServerUnaryCall<JoinRequest, JoinResponse>, cb: grpc.sendUnaryData<JoinResponse>) => {
-        this.join(call.request, call.metadata).then(
-          (r) => {
-            const trailer = new grpc.Metadata();
-            trailer.set(CLUSTER_ID_METADATA, this.clusterId);
-            trailer.set(PEERS_METADATA, JSON.stringify(Object.fromEntries(this.node.peerAddresses())));
-            cb(null, r, trailer);
-          },
-          (err) => cb(toServiceError(err)),
-        );
-      },
-      RemoveMember: unary<RemoveMemberRequest, RemoveMemberResponse>((call) => this.removeMember(call.request, call.metadata)),
+      // Join, RemoveMember, MemberList, MemberAdd, MemberPromote, MemberUpdate, TransferLeadership.
+      ...new MemberService(
+        this.node,
+        (md, call) => this.forwardToLeader(md, call),
+        () => this.assertStarted(),
+      ).handlers(),
     };
   }
 
@@ -404,7 +386,7 @@ export class KvService {
     call.on("error", cleanup);
   }
 
-  // ---- LeaderInfo, ClusterStats, Join -------------------------------------------------------
+  // ---- LeaderInfo, ClusterStats -------------------------------------------------------
 
   private leaderInfo(): LeaderInfoResponse {
     const l = this.node.leader();
@@ -445,47 +427,7 @@ export class KvService {
     return { peers };
   }
 
-  private async join(req: JoinRequest, md: grpc.Metadata): Promise<JoinResponse> {
-    this.assertStarted();
-    if (!req.id) throw new RequestError(grpc.status.INVALID_ARGUMENT, "join needs the node id");
-    if (!req.addr || req.addr.lastIndexOf(":") <= 0) throw new RequestError(grpc.status.INVALID_ARGUMENT, `join needs the node's raft address as host:port, got ${JSON.stringify(req.addr)}`);
-    if (!this.node.isLeader()) {
-      return this.forwardToLeader<JoinResponse>(md, (client, out, cb) => client.join(req, out, { deadline: Date.now() + 30_000 }, cb));
-    }
-    const member = this.node.members().find((m) => m.id === req.id);
-    if (member) {
-      if (member.raftAddr && member.raftAddr !== req.addr) {
-        throw new RequestError(grpc.status.ALREADY_EXISTS, `node ${req.id} is already a member with raft address ${member.raftAddr}, not ${req.addr}; remove it first`);
-      }
-      // Only a node with empty directories asks to join (one with data restarts on it). If this
-      // member never acknowledged an entry, it is the same node asking again after a crash
-      // mid-join: a no-op (the promoter finishes its catch-up). Otherwise it lost its data, and
-      // with it its votes and the entries it acknowledged: it cannot take its own place.
-      const match = this.node.raftStatus().progress.find((p) => p.id === req.id)?.match ?? 0;
-      if (!member.isLearner || match > 0) {
-        throw new RequestError(
-          grpc.status.ALREADY_EXISTS,
-          `node ${req.id} is already a ${member.isLearner ? "learner" : "voter"} holding the log up to index ${match}, and it now asks to join with no data: ` +
-            `a member that lost its data cannot take its own place (its votes and acknowledged entries are gone); remove it first (RemoveMember), then join again`,
-        );
-      }
-      // Its addition is at or below the current configuration entry (it is still a member), but
-      // an answer must not promise an addition a new leader could still overwrite.
-      const confIndex = this.node.confIndex();
-      if (this.node.raftStatus().commit < confIndex) throw new UnavailableError(`the addition of ${req.id} is not committed yet; retry`);
-      return { leaderInfo: this.leaderInfo(), joinedAt: confIndex };
-    }
-    const grpcAddr = req.grpcAddr || req.id;
-    const added = await this.node.proposeConfChange({
-      type: ConfChangeType.AddLearner,
-      nodeId: req.id,
-      context: encodePeerContext({ raft: req.addr, grpc: grpcAddr }),
-    });
-    this.log.info(`added ${req.id} (raft ${req.addr}) as a learner at index ${added.index}; it becomes a voter once caught up`);
-    return { leaderInfo: this.leaderInfo(), joinedAt: added.index };
-  }
-
-  /** Passes a membership request to the leader (one hop, as for writes). */
+  /** Passes a request to the leader (one hop, as for writes). */
   private forwardToLeader<Res>(md: grpc.Metadata, call: (client: RbdkvClient, out: grpc.Metadata, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void): Promise<Res> {
     if (md.get(FORWARDED_METADATA).length > 0) throw this.node.notLeader();
     const leader = this.node.leader();
@@ -493,38 +435,6 @@ export class KvService {
     const out = new grpc.Metadata();
     out.set(FORWARDED_METADATA, this.node.id);
     return new Promise((resolve, reject) => call(this.forwardClient(leader.grpcAddr), out, (err, res) => (err ? reject(err) : resolve(res!))));
-  }
-
-  private async removeMember(req: RemoveMemberRequest, md: grpc.Metadata): Promise<RemoveMemberResponse> {
-    this.assertStarted();
-    if (!req.id) throw new RequestError(grpc.status.INVALID_ARGUMENT, "remove needs the member's node id");
-    if (!this.node.isLeader()) {
-      return this.forwardToLeader<RemoveMemberResponse>(md, (client, out, cb) => client.removeMember(req, out, { deadline: Date.now() + 30_000 }, cb));
-    }
-    const member = this.node.members().find((m) => m.id === req.id);
-    if (!member) throw new RequestError(grpc.status.NOT_FOUND, `node ${req.id} is not a member of this cluster`);
-    if (!member.isLearner) {
-      const voters = this.node.members().filter((m) => !m.isLearner);
-      if (voters.length === 1) throw new RequestError(grpc.status.FAILED_PRECONDITION, `node ${req.id} is the only voter; removing it would leave the cluster without one`);
-      // As etcd's strict reconfiguration check: the voters that remain must still have a
-      // majority that is up, or the cluster stops serving until a down member comes back.
-      // UNAVAILABLE (as etcd's ErrUnhealthy): FAILED_PRECONDITION means "not the leader" here.
-      const status = this.node.raftStatus();
-      if (!status.activityKnown) throw new UnavailableError("this node became leader moments ago and does not know yet which members answer; retry");
-      const remaining = voters.filter((m) => m.id !== req.id);
-      const up = remaining.filter((m) => status.progress.find((p) => p.id === m.id)?.active ?? false);
-      const need = Math.floor(remaining.length / 2) + 1;
-      if (up.length < need) {
-        const down = remaining.filter((m) => !up.includes(m)).map((m) => m.id);
-        throw new RequestError(
-          grpc.status.UNAVAILABLE,
-          `removing ${req.id} would leave ${remaining.length} voters of which only ${up.length} answer the leader (not answering: ${down.join(", ")}), fewer than the ${need} needed to commit; bring them back first`,
-        );
-      }
-    }
-    await this.node.proposeConfChange({ type: ConfChangeType.RemoveNode, nodeId: req.id, context: new Uint8Array(0) });
-    this.log.info(`removed ${req.id} from the cluster`);
-    return { leaderInfo: this.leaderInfo() };
   }
 }
 

@@ -59,7 +59,7 @@ async function joinCluster(o: ServerOptions, log: Logger): Promise<JoinResult> {
       const joined = await new Promise<JoinResult>((resolve, reject) => {
         // grpc-js calls back with the response before it emits the status with the trailers.
         let joinedAt = 0;
-        const call = client.join({ id: o.nodeId, addr: o.raftAdvertiseAddr, grpcAddr: o.grpcAddr }, new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (err, res) => {
+        const call = client.join({ id: o.nodeId, addr: o.raftAdvertiseAddr, grpcAddr: o.grpcAddr, emptyData: true }, new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (err, res) => {
           if (err) reject(err);
           else joinedAt = res?.joinedAt ?? 0;
         });
@@ -175,7 +175,6 @@ export async function runServer(o: ServerOptions): Promise<void> {
 
   await node.start({ join: o.joinAddr ? () => joinCluster(o, log) : null });
   if (stopping) return; // removed while replaying its log
-  service.setClusterId(node.clusterId());
   reaper = new TtlReaper(node, log);
   reaper.start();
   log.info(`serving gRPC on ${o.grpcAddr} (port ${grpcPort}), Raft on ${o.raftAddr}; node id ${o.nodeId}`);

@@ -8,7 +8,7 @@
 //             "hard"      -> [term f64][commit f64][vote utf-8][crc]
 //             "snap"      -> JSON {index, term, conf} ‖ crc       (rare: on snapshot / compaction)
 //             "compacted" -> [index f64][term f64][crc]           (the entry just before the first one kept)
-//             "peers"     -> JSON {id: {raft, grpc}} ‖ crc         (the address book; rare)
+//             "peers"     -> JSON {id: {raft, grpc, promote?}} ‖ crc  (the address book; rare)
 //             "cluster"   -> utf-8 cluster id ‖ crc                (set once, at bootstrap or join)
 //             "joined"    -> [index f64][crc]   (a joined node: the index of the entry that added it)
 //             "removed"   -> JSON {id: index} ‖ crc  (members removed, and where; refused when they dial)
@@ -47,6 +47,27 @@ export { LogStoreError, encodeEntryValue, type LogVerification } from "./raft-lo
 export interface PeerAddress {
   raft: string;
   grpc: string;
+  /**
+   * Learners only: the leader promotes it by itself once it holds the committed log (added by
+   * Join, or by MemberAdd as a voter). false: a learner that waits for MemberPromote. Absent
+   * (also in data written before the flag existed, when every learner came from Join): promote.
+   */
+  promote?: boolean;
+}
+
+/** A PeerAddress read from JSON (peer book, snapshot envelope, entry context); null if it is not one. */
+export function peerAddressOf(v: unknown): PeerAddress | null {
+  if (typeof v !== "object" || v === null) return null;
+  const o = v as Record<string, unknown>;
+  if (typeof o.raft !== "string" || typeof o.grpc !== "string") return null;
+  const addr: PeerAddress = { raft: o.raft, grpc: o.grpc };
+  if (typeof o.promote === "boolean") addr.promote = o.promote;
+  return addr;
+}
+
+/** Same addresses and promotion flag (an absent flag counts as true, as when read). */
+export function samePeerAddress(a: PeerAddress, b: PeerAddress): boolean {
+  return a.raft === b.raft && a.grpc === b.grpc && (a.promote ?? true) === (b.promote ?? true);
 }
 
 export interface LogStoreOptions {
@@ -160,8 +181,12 @@ export class RaftLogStore implements Storage {
     }
     const peers = this.meta("peers");
     if (peers) {
-      const obj = JSON.parse(dec.decode(peers)) as Record<string, PeerAddress>;
-      this.peerBook = new Map(Object.entries(obj));
+      const obj = JSON.parse(dec.decode(peers)) as Record<string, unknown>;
+      this.peerBook = new Map();
+      for (const [id, v] of Object.entries(obj)) {
+        const addr = peerAddressOf(v);
+        if (addr) this.peerBook.set(id, addr);
+      }
     }
     const cluster = this.meta("cluster");
     if (cluster) this.cluster = dec.decode(cluster);
