@@ -40,6 +40,8 @@ export interface NodeRaftState {
   leader: string;
   voters: number;
   learners: number;
+  /** This node's own view: it is a learner. */
+  isLearner: boolean;
   keys: number;
 }
 
@@ -339,6 +341,7 @@ export class JepsenCluster {
       leader: m.get("leader") ?? "",
       voters: st.peers.filter((p) => !p.isLearner).length,
       learners: st.peers.filter((p) => p.isLearner).length,
+      isLearner: local.isLearner,
       keys: local.fsm?.keysCount ?? -1,
     };
   }

@@ -276,9 +276,9 @@ export class MemberNemesis {
         const l = await this.cluster.leader();
         if (l !== null) {
           if (target < 0) target = (await this.cluster.raftState(l)).commit;
-          const st = await this.cluster.status(i);
-          seen = `applied ${st.appliedIndex}, learner ${st.isLearner}, target ${target}`;
-          if (st.appliedIndex >= target) return true;
+          const st = await this.cluster.raftState(i);
+          seen = `applied ${st.applied}, learner ${st.isLearner}, target ${target}`;
+          if (st.applied >= target) return true;
         }
       } catch (err) {
         seen = (err as Error).message;
@@ -298,8 +298,8 @@ export class MemberNemesis {
     else if (!m.isLearner) this.problem(`learner ${this.name(i)} ${when}: it is a voter, and nobody asked MemberPromote`);
     else if (m.promoteWhenCaughtUp) this.problem(`learner ${this.name(i)} ${when}: marked promote_when_caught_up, but it was added with is_learner`);
     try {
-      const st = await this.cluster.status(i);
-      if (!st.isLearner) this.problem(`learner ${this.name(i)} ${when}: its Status says it is not a learner`);
+      const st = await this.cluster.raftState(i);
+      if (!st.isLearner) this.problem(`learner ${this.name(i)} ${when}: its own ClusterStats says it is not a learner`);
     } catch {
       // its own view is a bonus; the leader's is the configuration
     }
@@ -354,7 +354,7 @@ export class MemberNemesis {
       const m = view ? this.memberOf(view.list, t.node) : undefined;
       if (m && !m.isLearner) break;
       const r = await this.rpc("promote", rng.pick(voters), ["FAILED_PRECONDITION", ...RETRY_LATER], (c, o) => c.memberPromoteAsync({ id }, o));
-      last = `${r.answer}${r.details ? `: ${r.details}` : ""}`;
+      if (r.answer !== "OK") last = `${r.answer}: ${r.details}`;
       if (r.answer === "OK") {
         const pm = r.value!.members.find((x) => x.id === id);
         if (!pm || pm.isLearner) this.problem(`promote ${this.name(t.node)}: OK, but the answer's members show it ${pm ? "a learner" : "absent"}`);
@@ -454,15 +454,15 @@ export class MemberNemesis {
     await sleep(downMs);
     this.cluster.joinLater(t.node, via);
     this.opts.note(`replace: ${t.who} SIGKILLed, its disk emptied, down ${downMs} ms, started with --join-addr=${this.name(via)}'s gRPC address under the same id`, true);
-    // While it is replaced it must never be a voter holding no data: watch its own Status.
+    // Whether its own view showed it a learner on the way (ClusterStats, polled).
     let sawLearner = false;
     const watching = (async (): Promise<void> => {
       const end = Date.now() + VOTER_AGAIN_MS;
       while (Date.now() < end) {
         try {
-          const st = await this.cluster.status(t.node, 1000);
+          const st = await this.cluster.raftState(t.node, 1000);
           if (st.isLearner) sawLearner = true;
-          else if (st.appliedIndex > 0) return;
+          else if (st.applied > 0) return;
         } catch {
           // not up yet
         }
@@ -475,7 +475,7 @@ export class MemberNemesis {
       const view = await this.leaderView();
       const m = view ? this.memberOf(view.list, t.node) : undefined;
       if (view && (!m || m.raftAddr !== this.cluster.raftAddrs[t.node])) this.problem(`replace ${this.name(t.node)}: the leader lists it as ${m ? `raft ${m.raftAddr}` : "absent"}`);
-      this.opts.note(`replace: ${this.name(t.node)} ${sawLearner ? "was a learner, then a voter" : "was a voter again before its Status showed it a learner"}`, false);
+      this.opts.note(`replace: ${this.name(t.node)} ${sawLearner ? "was a learner, then a voter" : "was a voter again before a poll saw it a learner"}`, false);
       const byAnswer = (this.outcomes["replace: seen as a learner"] ??= {});
       byAnswer[sawLearner ? "yes" : "no"] = (byAnswer[sawLearner ? "yes" : "no"] ?? 0) + 1;
     }
