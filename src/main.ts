@@ -1,7 +1,10 @@
 // rbkv: one executable. With no subcommand it runs a node (a one-node cluster on the embedded
-// defaults when given no flags).
+// defaults when given no flags); a first argument naming a subcommand (SUBCOMMANDS) runs that
+// instead, with its own arguments.
 
 import cac from "cac";
+import { CommandError, UsageError } from "./cli/cli-error.ts";
+import { runSnapshotCommand } from "./cli/snapshot.ts";
 import { ConfigError, SERVER_FLAGS, parseServerOptions } from "./server/options.ts";
 import { runServer } from "./server/run.ts";
 import { VERSION } from "./version.ts";
@@ -29,7 +32,26 @@ function fail(message: string, code = 2): never {
   process.exit(code);
 }
 
+/** Subcommands by their first word; each gets the arguments after it. */
+const SUBCOMMANDS: Readonly<Record<string, (args: string[]) => Promise<void>>> = {
+  snapshot: runSnapshotCommand,
+};
+
+async function runSubcommand(run: (args: string[]) => Promise<void>, args: string[]): Promise<void> {
+  try {
+    await run(args);
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof ConfigError) fail(err.message);
+    if (err instanceof CommandError) fail(err.message, 1);
+    fail((err as Error)?.message ?? String(err), 1);
+  }
+  // A subcommand is done when it returns: no client channel or file handle keeps it alive.
+  process.exit(0);
+}
+
 async function main(argv: string[]): Promise<void> {
+  const sub = argv[2];
+  if (sub !== undefined && Object.hasOwn(SUBCOMMANDS, sub)) return runSubcommand(SUBCOMMANDS[sub]!, argv.slice(3));
   const cli = cac("rbkv");
   const serve = cli.command("", "Run an rbkv node (no flags: a one-node cluster on 127.0.0.1:9501, data in ./rbkv-data)");
   for (const f of SERVER_FLAGS) {
@@ -38,6 +60,8 @@ async function main(argv: string[]): Promise<void> {
   }
   serve.example("rbkv --grpc-addr=localhost:9501 --raft-addr=localhost:9601 --log-dir=/tmp/node1 --kv-dir=/tmp/node1");
   serve.example("rbkv --grpc-addr=localhost:9502 --join-addr=localhost:9501 --raft-addr=localhost:9602 --log-dir=/tmp/node2 --kv-dir=/tmp/node2");
+  serve.example("rbkv snapshot save backup.rbkv --endpoints localhost:9501     (back up a member; rbkv snapshot --help)");
+  serve.example("rbkv snapshot restore backup.rbkv --data-dir /tmp/restored     (a new one-node cluster from a backup)");
   serve.action(async (raw: Record<string, unknown>) => {
     await runServer(parseServerOptions(raw));
   });

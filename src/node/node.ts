@@ -31,6 +31,8 @@ import { decodePeerContext, encodePeerContext } from "./peer-context.ts";
 import { ProposalIds, unwrapProposal, wrapProposal } from "./proposal-id.ts";
 import { readRemovalMarker, removalMarkerPath, writeRemovalMarker } from "./removal-marker.ts";
 import { readSnapshotEnvelope, writeSnapshotEnvelope } from "./snapshot-envelope.ts";
+import { backupChunks } from "../storage/backup-file.ts";
+import { statSync } from "node:fs";
 
 export interface JoinResult {
   clusterId: string;
@@ -91,6 +93,45 @@ export interface MemberInfo {
   isLearner: boolean;
   isLeader: boolean;
   isLocal: boolean;
+}
+
+/** A backup being streamed (openBackup): the backup file's bytes, one chunk at a time. */
+export interface BackupStream {
+  /** The store's version (applied index) the image is at. */
+  version: number;
+  next(): Promise<IteratorResult<Uint8Array>>;
+  /** Ends the stream and releases its read transaction (idempotent; also after the last chunk). */
+  close(): Promise<void>;
+}
+
+/** What this node reports about itself (the Status RPC). */
+export interface NodeStatus {
+  id: NodeId;
+  clusterId: string;
+  state: string;
+  isLearner: boolean;
+  term: number;
+  commitIndex: number;
+  /** Highest log index whose effects are in the state machine (= the store's version). */
+  appliedIndex: number;
+  logFirstIndex: number;
+  logLastIndex: number;
+  compactedVersion: number;
+  /** Bytes of the Raft log's and the state machine's files on disk. */
+  logDbBytes: number;
+  kvDbBytes: number;
+  /** Bytes of the state machine's pages in use. */
+  kvDataBytes: number;
+  /** Live keys (expired ones not yet removed by the reaper included). */
+  keyCount: number;
+  raftAddr: string;
+  grpcAddr: string;
+  leader: { id: NodeId; grpcAddr: string; term: number };
+}
+
+/** A new cluster's id: the founder's id and something unique to this founding. */
+export function newClusterId(founder: NodeId): string {
+  return `${founder}/${Date.now().toString(36)}${Math.floor(Math.random() * 1e9).toString(36)}`;
 }
 
 const MAX_APPLY_BYTES = 64 << 20;
@@ -282,7 +323,7 @@ export class RaftNode implements MembershipHost {
   }
 
   private async bootstrap(): Promise<void> {
-    const clusterId = `${this.id}/${Date.now().toString(36)}${Math.floor(Math.random() * 1e9).toString(36)}`;
+    const clusterId = newClusterId(this.id);
     const self: PeerAddress = { raft: this.opts.raftAdvertiseAddr, grpc: this.opts.grpcAddr };
     const entry: Entry = {
       term: 1,
@@ -1000,6 +1041,58 @@ export class RaftNode implements MembershipHost {
   kvStats(): { dataSize: number; keyCount: number } {
     return this.kv.stats();
   }
+
+  /**
+   * A consistent image of this member's state machine, as the bytes of a backup file
+   * (backup-file.ts), read from one LMDB read transaction. Serializable: it is this member's
+   * applied state, which lags the leader's by whatever it has not applied yet. The caller must
+   * close() it whether or not it read it to the end; until then it pins the pages it reads.
+   */
+  openBackup(chunkBytes: number): BackupStream {
+    const image = this.kv.snapshotChunks(chunkBytes);
+    const chunks = backupChunks({ clusterId: this.clusterId(), nodeId: this.id, createdAtMs: Date.now() }, image);
+    return {
+      version: image.appliedIndex,
+      next: () => chunks.next(),
+      close: async () => {
+        try {
+          await chunks.return(undefined);
+        } finally {
+          image.release();
+        }
+      },
+    };
+  }
+
+  /** This node's own view (no round trip): cheap, O(1) in the data (LMDB keeps the counts). */
+  status(): NodeStatus {
+    const rs = this.core.status();
+    const kv = this.kv.stats();
+    const l = this.leader();
+    return {
+      id: this.id,
+      clusterId: this.clusterId(),
+      state: raftStateName(rs.state),
+      isLearner: rs.conf.learners.includes(this.id),
+      term: rs.term,
+      commitIndex: rs.commit,
+      appliedIndex: this.fsmApplied,
+      logFirstIndex: this.logStore.firstIndex(),
+      logLastIndex: rs.lastIndex,
+      compactedVersion: this.kv.compactedVersion,
+      logDbBytes: fileBytes(this.logStore.file),
+      kvDbBytes: fileBytes(this.kv.file),
+      kvDataBytes: kv.dataSize,
+      keyCount: kv.keyCount,
+      raftAddr: this.opts.raftAdvertiseAddr,
+      grpcAddr: this.opts.grpcAddr,
+      leader: { id: l.id, grpcAddr: l.grpcAddr, term: l.term },
+    };
+  }
+}
+
+function fileBytes(path: string): number {
+  return statSync(path, { throwIfNoEntry: false })?.size ?? 0;
 }
 
 function splitHostPort(addr: string): [string, number] {

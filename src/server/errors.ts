@@ -32,6 +32,17 @@ export class RequestError extends Error {
   }
 }
 
+/** A Snapshot stream whose caller took nothing for too long: ended so it does not pin the store. */
+export class SnapshotStalledError extends Error {
+  constructor(
+    readonly stallMs: number,
+    readonly bytesSent: number,
+  ) {
+    super(`the caller took no snapshot chunk for ${stallMs / 1000}s (after ${bytesSent} bytes); the stream is ended so that it does not pin the state machine's pages`);
+    this.name = "SnapshotStalledError";
+  }
+}
+
 /**
  * A "not leader" status. The rbkv-leader-* metadata say where the leader is; a
  * FAILED_PRECONDITION also carries the seed's LeaderInfoResponse in the standard error details
@@ -89,6 +100,8 @@ export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
     return { code: grpc.status.UNAVAILABLE, details: err.message };
   }
   if (err instanceof DeadlineError) return { code: grpc.status.DEADLINE_EXCEEDED, details: err.message };
+  // The caller, not the server, stopped: the stream cannot go on; a new one starts a new image.
+  if (err instanceof SnapshotStalledError) return { code: grpc.status.ABORTED, details: err.message };
   // History below the compacted version is gone; a version above this node's is not here yet.
   if (err instanceof VersionCompactedError || err instanceof VersionFutureError) return { code: grpc.status.OUT_OF_RANGE, details: err.message };
   // A stored record failed its checksum: this node's file is damaged (the message names it).

@@ -5,14 +5,15 @@
 import * as grpc from "@grpc/grpc-js";
 import { NodeStoppedError, UnavailableError } from "../node/errors.ts";
 import { type Logger } from "../node/logger.ts";
-import { type RaftNode } from "../node/node.ts";
+import { type BackupStream, type RaftNode } from "../node/node.ts";
 import { type ApplyResult } from "../storage/apply-result.ts";
 import { type Command as StorageCommand, CommandKind, encodeCommand } from "../storage/command.ts";
 import { type ApplyOutcome, type KvEvent } from "../storage/fsm.ts";
 import { type RbdkvClient, RbdkvService, createRbdkvClient } from "./grpc-service.ts";
 import { type ServerOptions } from "./options.ts";
 import { durationFromMs } from "./duration.ts";
-import { RequestError, applyError, notLeaderStatus, toServiceError } from "./errors.ts";
+import { RequestError, SnapshotStalledError, applyError, notLeaderStatus, toServiceError } from "./errors.ts";
+import { VERSION } from "../version.ts";
 import {
   type CloseSessionRequest,
   type CloseSessionResponse,
@@ -32,6 +33,10 @@ import {
   type RangeRequest,
   type RangeResponse,
   ReadConsistency,
+  type SnapshotChunk,
+  type SnapshotRequest,
+  type StatusRequest,
+  type StatusResponse,
   type TxnRequest,
   type TxnResponse,
   type WatchRequest,
@@ -76,6 +81,14 @@ function deadlineOf(call: { getDeadline(): grpc.Deadline }): number {
   return Number.isFinite(ms) ? Math.min(ms, cap) : cap;
 }
 const DEFAULT_WATCH_CAPACITY = 1024;
+/** Bytes of state machine image per SnapshotChunk (a chunk may exceed it by one record). */
+const SNAPSHOT_CHUNK_BYTES = 1 << 20;
+/**
+ * How long a Snapshot stream may wait for its caller to take one chunk: a caller that stops
+ * reading (without cancelling) would otherwise pin the read transaction, and the pages it sees,
+ * for ever.
+ */
+const SNAPSHOT_STALL_MS = 60_000;
 const MAX_WATCH_CAPACITY = 1 << 20;
 
 export class KvService {
@@ -162,6 +175,8 @@ export class KvService {
         (md, call) => this.forwardToLeader(md, call),
         () => this.assertStarted(),
       ).handlers(),
+      Snapshot: (call: grpc.ServerWritableStream<SnapshotRequest, SnapshotChunk>) => void this.snapshot(call),
+      Status: unary<StatusRequest, StatusResponse>(async () => this.status()),
     };
   }
 
@@ -384,6 +399,128 @@ export class KvService {
     call.on("cancelled", cleanup);
     call.on("close", cleanup);
     call.on("error", cleanup);
+  }
+
+  // ---- Snapshot, Status ----------------------------------------------------------------------
+
+  /**
+   * Streams this member's backup (RaftNode.openBackup) with backpressure: the next chunk is read
+   * from LMDB only once the previous one has been handed to the transport (its write callback) and
+   * the stream is not over its high-water mark, so a slow caller holds at most about one chunk
+   * here. A cancelled call, a deadline, or a caller that takes nothing for SNAPSHOT_STALL_MS ends
+   * the stream and releases its read transaction.
+   */
+  private async snapshot(call: grpc.ServerWritableStream<SnapshotRequest, SnapshotChunk>): Promise<void> {
+    let ended = false;
+    /** The caller went away (cancel, deadline, closed connection) before the stream was done. */
+    let callerGone = false;
+    let wake: (() => void) | null = null;
+    const onGone = (): void => {
+      if (!ended) callerGone = true;
+      ended = true;
+      wake?.();
+    };
+    const fail = (err: unknown): void => {
+      if (ended) return;
+      ended = true;
+      const e = toServiceError(err);
+      call.emit("error", Object.assign(new Error(e.details ?? "snapshot failed"), e));
+    };
+    call.on("cancelled", onGone);
+    call.on("close", onGone);
+    let backup: BackupStream;
+    try {
+      this.assertStarted();
+      if (this.node.appliedIndex() === 0) throw new UnavailableError("this node has applied nothing yet; ask another member or retry");
+      backup = this.node.openBackup(SNAPSHOT_CHUNK_BYTES);
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    const started = Date.now();
+    let bytes = 0;
+    /** Writes one chunk; true once the transport took it and the stream is below its high-water mark. */
+    const deliver = (chunk: SnapshotChunk): Promise<boolean> =>
+      new Promise<boolean>((resolve) => {
+        let settled = false;
+        let written = false;
+        let drained: boolean | undefined;
+        const finish = (ok: boolean): void => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          call.removeListener("drain", onDrain);
+          wake = null;
+          resolve(ok);
+        };
+        const check = (): void => {
+          if (written && drained) finish(true);
+        };
+        const onDrain = (): void => {
+          drained = true;
+          check();
+        };
+        // A cancelled call never calls the write back: the 'cancelled' listener wakes us instead.
+        wake = () => finish(false);
+        const timer = setTimeout(() => finish(false), SNAPSHOT_STALL_MS);
+        drained = call.write(chunk, () => {
+          written = true;
+          check();
+        });
+        if (!drained) call.once("drain", onDrain);
+        check();
+      });
+    try {
+      for (;;) {
+        const r = await backup.next();
+        if (ended) break;
+        if (r.done) {
+          ended = true;
+          call.end();
+          this.log.info(`streamed a snapshot at version ${backup.version} (${bytes} bytes) to ${call.getPeer()} in ${Date.now() - started} ms`);
+          break;
+        }
+        bytes += r.value.byteLength;
+        const taken = await deliver({ data: r.value, version: backup.version });
+        if (ended) break;
+        if (!taken) throw new SnapshotStalledError(SNAPSHOT_STALL_MS, bytes);
+      }
+    } catch (err) {
+      this.log.warn(`snapshot stream at version ${backup.version} to ${call.getPeer()} failed after ${bytes} bytes: ${(err as Error).message}`);
+      fail(err);
+    } finally {
+      await backup.close().catch((err: Error) => this.log.warn(`closing a snapshot stream failed: ${err.message}`));
+      call.removeListener("cancelled", onGone);
+      call.removeListener("close", onGone);
+      if (callerGone) this.log.info(`the caller ended the snapshot stream at version ${backup.version} after ${bytes} bytes; its read transaction is released`);
+    }
+  }
+
+  /** This node's own view, served by the node asked (never forwarded). */
+  private status(): StatusResponse {
+    this.assertStarted();
+    const st = this.node.status();
+    return {
+      id: st.id,
+      serverVersion: VERSION,
+      clusterId: st.clusterId,
+      leaderInfo: { leaderAddr: st.leader.grpcAddr, leaderId: st.leader.id, term: st.leader.term },
+      state: st.state,
+      isLearner: st.isLearner,
+      term: st.term,
+      commitIndex: st.commitIndex,
+      appliedIndex: st.appliedIndex,
+      logFirstIndex: st.logFirstIndex,
+      logLastIndex: st.logLastIndex,
+      version: st.appliedIndex,
+      compactedVersion: st.compactedVersion,
+      logDbSize: st.logDbBytes,
+      kvDbSize: st.kvDbBytes,
+      kvDataSize: st.kvDataBytes,
+      keyCount: st.keyCount,
+      raftAddr: st.raftAddr,
+      grpcAddr: st.grpcAddr,
+    };
   }
 
   // ---- LeaderInfo, ClusterStats -------------------------------------------------------

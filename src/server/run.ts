@@ -14,6 +14,9 @@ import { ConfigError, type ServerOptions, parseHostPort } from "./options.ts";
 import { WatchHub } from "./watch-hub.ts";
 import { join } from "node:path";
 
+/** Where a node keeps its state machine: this subdirectory of --kv-dir (the Raft log is in --log-dir itself). */
+export const KV_SUBDIR = "kv";
+
 function ensureDir(dir: string, flag: string): void {
   try {
     mkdirSync(dir, { recursive: true });
@@ -124,7 +127,7 @@ export async function runServer(o: ServerOptions): Promise<void> {
     raftAddr: o.raftAddr,
     raftAdvertiseAddr: o.raftAdvertiseAddr,
     logDir: o.logDir,
-    kvDir: join(o.kvDir, "kv"),
+    kvDir: join(o.kvDir, KV_SUBDIR),
     batchSize: o.batchSize,
     versionKeepNum: o.versionKeepNum,
     snapshotThreshold: o.snapshotThreshold,

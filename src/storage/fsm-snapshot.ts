@@ -82,18 +82,35 @@ function metaRecords(file: string, db: Db, txn: LmdbTxn): { key: Uint8Array; val
   return out;
 }
 
+/** How many records and bytes a streamed image held (known once its last chunk is produced). */
+export interface ImageTotals {
+  records: number;
+  bytes: number;
+}
+
 /**
  * The image of `env` as seen by `txn` (whose applied index is `applied`), in chunks of about
- * `target` bytes. `release` runs once the stream ends, fails or is abandoned.
+ * `target` bytes. `release` runs once the stream ends, fails or is abandoned; `done` gets the
+ * totals just before the last chunk is yielded.
  */
-export async function* imageChunks(file: string, env: Env, txn: LmdbTxn, applied: number, target: number, release: () => void): AsyncGenerator<Uint8Array> {
+export async function* imageChunks(
+  file: string,
+  env: Env,
+  txn: LmdbTxn,
+  applied: number,
+  target: number,
+  release: () => void,
+  done?: (totals: ImageTotals) => void,
+): AsyncGenerator<Uint8Array> {
   const hash = createHash("sha256");
   let parts: Buffer[] = [];
   let size = 0;
+  let total = 0;
   const push = (b: Buffer) => {
     hash.update(b);
     parts.push(b);
     size += b.length;
+    total += b.length;
   };
   const emit = (): Buffer => {
     const out = Buffer.concat(parts, size);
@@ -151,6 +168,8 @@ export async function* imageChunks(file: string, env: Env, txn: LmdbTxn, applied
     const digest = hash.digest();
     parts.push(digest);
     size += digest.length;
+    total += digest.length;
+    done?.({ records: count, bytes: total });
     yield emit();
   } catch (e) {
     if (e instanceof KvStoreError) throw e;
@@ -235,13 +254,32 @@ function problemOf(name: DbName, key: Buffer, value: Buffer, applied: number, co
   }
 }
 
+/** What a parsed image holds. */
+export interface ImageSummary {
+  /** The applied index (the store's version) the image is at. */
+  applied: number;
+  /** Records in the image (the trailer's count, checked). */
+  records: number;
+  /** Records per database (latest = the live keys). */
+  perDb: Map<DbName, number>;
+  /** Bytes of the image, header to digest. */
+  bytes: number;
+}
+
+/** Receives each checked record of an image, in stream order. */
+export type ImageSink = (name: DbName, key: Buffer, value: Buffer) => void;
+
 /**
- * Parses and verifies the stream while writing it into the (empty) staging environment `env`;
- * returns the image's applied index. `where` names the target in messages.
+ * Parses and checks a whole image: the header, every record (its checksum and structure, as a
+ * restore checks it), the order of tables and keys, the trailer's count and the sha256 over the
+ * stream, and that nothing follows. Each record goes to `sink` as soon as it is checked (the sink
+ * must therefore not make anything durable that the final checks could still refuse). `where`
+ * starts every message ("restore into F", "backup file F"); `baseOffset` is where the image
+ * starts in the enclosing stream, so that byte positions in messages are the file's.
  */
-export async function writeImage(it: AsyncIterator<Uint8Array>, env: Env, where: string, tmp: string): Promise<number> {
+export async function readImage(it: AsyncIterator<Uint8Array>, where: string, sink: ImageSink | null, baseOffset = 0): Promise<ImageSummary> {
   const r = new StreamReader(it);
-  const fail = (why: string) => new KvStoreError(`restore into ${where}: corrupt or truncated snapshot stream at byte ${r.consumed}: ${why}`);
+  const fail = (why: string) => new KvStoreError(`${where}: corrupt or truncated snapshot stream at byte ${baseOffset + r.consumed}: ${why}`);
   if (!(await r.fill(SNAP_HEADER))) throw fail("stream ended inside the header");
   const header = r.take(SNAP_HEADER);
   if (!header.subarray(0, 8).equals(SNAP_MAGIC)) throw fail("bad magic (not an rbkv FSM snapshot)");
@@ -250,14 +288,58 @@ export async function writeImage(it: AsyncIterator<Uint8Array>, env: Env, where:
   const applied = getU64LE(header, 12);
   if (!Number.isSafeInteger(applied)) throw fail(`bad applied index`);
 
-  type Rec = { name: DbName; key: Buffer; value: Buffer };
-  let batch: Rec[] = [];
-  let batchBytes = 0;
   const perDb = new Map<DbName, number>();
   let count = 0;
   let lastTag = 1;
   let prevKey: Buffer | null = null;
   let compacted = 0;
+  for (;;) {
+    if (!(r.available() >= 1 || (await r.fill(1)))) throw fail("stream ended before the trailer");
+    const tag = r.take(1)[0];
+    if (tag === TAG_END) break;
+    if (tag < 1 || tag > TAGGED.length) throw fail(`unknown record tag ${tag}`);
+    if (tag < lastTag) throw fail("tables out of order");
+    if (tag !== lastTag) prevKey = null;
+    lastTag = tag;
+    const name = TAGGED[tag - 1];
+    if (!(r.available() >= 8 || (await r.fill(8)))) throw fail("stream ended inside a record header");
+    const lens = r.take(8);
+    const klen = lens.readUInt32LE(0);
+    const vlen = lens.readUInt32LE(4);
+    if (klen === 0 || klen > 4096 || vlen > MAX_SNAPSHOT_RECORD) throw fail(`implausible record sizes (key ${klen}, value ${vlen})`);
+    if (!(r.available() >= klen + vlen || (await r.fill(klen + vlen)))) throw fail("stream ended inside a record");
+    // Copy: the reader's buffer is reused/concatenated; a sink's batches outlive it.
+    const key = Buffer.from(r.take(klen));
+    const value = Buffer.from(r.take(vlen));
+    if (prevKey && Buffer.compare(prevKey, key) >= 0) throw fail("keys out of order");
+    prevKey = key;
+    const problem = problemOf(name, key, value, applied, compacted);
+    if (problem) throw fail(`${problem} in ${describeRecord(name, key)}`);
+    if (name === "meta" && key.equals(META_COMPACTED)) compacted = parseMeta64(where, META_COMPACTED, value);
+    sink?.(name, key, value);
+    perDb.set(name, (perDb.get(name) ?? 0) + 1);
+    count++;
+  }
+  if (!(await r.fill(8))) throw fail("stream ended inside the trailer");
+  const declared = getU64LE(r.take(8), 0);
+  const digest = r.hash.digest();
+  if (!(await r.fill(32))) throw fail("stream ended inside the checksum");
+  const sent = r.take(32, true);
+  if (!digest.equals(sent)) throw fail("checksum mismatch");
+  if (declared !== count) throw fail(`record count mismatch: trailer says ${declared}, stream had ${count}`);
+  if (!(await r.atEnd())) throw fail("trailing data after the trailer");
+  return { applied, records: count, perDb, bytes: r.consumed };
+}
+
+/**
+ * Parses and verifies the stream while writing it into the (empty) staging environment `env`;
+ * returns what the image held. `where` names the target in messages; `baseOffset` is where the
+ * image starts in the enclosing stream (byte positions in messages).
+ */
+export async function writeImage(it: AsyncIterator<Uint8Array>, env: Env, where: string, tmp: string, baseOffset = 0): Promise<ImageSummary> {
+  type Rec = { name: DbName; key: Buffer; value: Buffer };
+  let batch: Rec[] = [];
+  let batchBytes = 0;
   const flush = () => {
     if (batch.length === 0) return;
     const recs = batch;
@@ -279,43 +361,19 @@ export async function writeImage(it: AsyncIterator<Uint8Array>, env: Env, where:
       }
     }, TXN_FLAGS);
   };
-  for (;;) {
-    if (!(r.available() >= 1 || (await r.fill(1)))) throw fail("stream ended before the trailer");
-    const tag = r.take(1)[0];
-    if (tag === TAG_END) break;
-    if (tag < 1 || tag > TAGGED.length) throw fail(`unknown record tag ${tag}`);
-    if (tag < lastTag) throw fail("tables out of order");
-    if (tag !== lastTag) prevKey = null;
-    lastTag = tag;
-    const name = TAGGED[tag - 1];
-    if (!(r.available() >= 8 || (await r.fill(8)))) throw fail("stream ended inside a record header");
-    const lens = r.take(8);
-    const klen = lens.readUInt32LE(0);
-    const vlen = lens.readUInt32LE(4);
-    if (klen === 0 || klen > 4096 || vlen > MAX_SNAPSHOT_RECORD) throw fail(`implausible record sizes (key ${klen}, value ${vlen})`);
-    if (!(r.available() >= klen + vlen || (await r.fill(klen + vlen)))) throw fail("stream ended inside a record");
-    // Copy: the reader's buffer is reused/concatenated; batches outlive it.
-    const key = Buffer.from(r.take(klen));
-    const value = Buffer.from(r.take(vlen));
-    if (prevKey && Buffer.compare(prevKey, key) >= 0) throw fail("keys out of order");
-    prevKey = key;
-    const problem = problemOf(name, key, value, applied, compacted);
-    if (problem) throw fail(`${problem} in ${describeRecord(name, key)}`);
-    if (name === "meta" && key.equals(META_COMPACTED)) compacted = parseMeta64(where, META_COMPACTED, value);
-    batch.push({ name, key, value });
-    perDb.set(name, (perDb.get(name) ?? 0) + 1);
-    batchBytes += klen + vlen;
-    count++;
-    if (batchBytes >= RESTORE_BATCH_BYTES || batch.length >= RESTORE_BATCH_RECORDS) flush();
-  }
-  if (!(await r.fill(8))) throw fail("stream ended inside the trailer");
-  const declared = getU64LE(r.take(8), 0);
-  const digest = r.hash.digest();
-  if (!(await r.fill(32))) throw fail("stream ended inside the checksum");
-  const sent = r.take(32, true);
-  if (!digest.equals(sent)) throw fail("checksum mismatch");
-  if (declared !== count) throw fail(`record count mismatch: trailer says ${declared}, stream had ${count}`);
-  if (!(await r.atEnd())) throw fail("trailing data after the trailer");
+  // The staging file is not the store until fsm.ts swaps it in, which it does only once the
+  // whole stream has been checked: writing batches before the trailer is checked is safe.
+  const summary = await readImage(
+    it,
+    `restore into ${where}`,
+    (name, key, value) => {
+      batch.push({ name, key, value });
+      batchBytes += key.length + value.length;
+      if (batchBytes >= RESTORE_BATCH_BYTES || batch.length >= RESTORE_BATCH_RECORDS) flush();
+    },
+    baseOffset,
+  );
+  const { applied, perDb } = summary;
   flush();
   env.root.transactionSync(() => {
     env.meta.putSync(META_FORMAT, formatRecord());
@@ -326,5 +384,5 @@ export async function writeImage(it: AsyncIterator<Uint8Array>, env: Env, where:
     const sent = perDb.get(name) ?? 0;
     if (stored !== sent) throw new KvStoreError(`restore into ${where}: staging file ${tmp} holds ${stored} ${name} records, stream had ${sent}`);
   }
-  return applied;
+  return summary;
 }

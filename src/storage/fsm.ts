@@ -151,12 +151,13 @@ import {
   storageKey,
 } from "./fsm-format.ts";
 import { type RangeQuery, type ReadSource, readChanges, scanRange, toKvRecord } from "./fsm-range.ts";
-import { imageChunks, writeImage } from "./fsm-snapshot.ts";
+import { type ImageSummary, type ImageTotals, imageChunks, writeImage } from "./fsm-snapshot.ts";
 import { type Verification } from "./fsm-verify.ts";
 import { crcSeed, recordIntact } from "./record-checksum.ts";
 
 export { KvCorruptionError, KvStoreError, VersionCompactedError, VersionFutureError } from "./fsm-format.ts";
 export type { RangeQuery } from "./fsm-range.ts";
+export type { ImageSummary, ImageTotals } from "./fsm-snapshot.ts";
 export type { Verification } from "./fsm-verify.ts";
 
 export interface KvRecord {
@@ -198,6 +199,20 @@ export interface ApplyOutcome {
   /** A retry of an applied (session, seq): `result` is the stored one, nothing was applied. */
   replayed?: boolean;
 }
+/** A consistent image of the store being streamed (see snapshotChunks). */
+export interface SnapshotImage {
+  /** The applied index (the store's version) the image is at. */
+  appliedIndex: number;
+  chunks: AsyncIterable<Uint8Array>;
+  /** The image's record and byte counts, once its last chunk has been produced (else null). */
+  totals: () => ImageTotals | null;
+  /**
+   * Ends the read transaction now (idempotent): for a stream abandoned before it was iterated, or
+   * one whose consumer gave up; a stream iterated to its end or return()ed releases it by itself.
+   */
+  release: () => void;
+}
+
 export interface FsmEntry {
   index: number;
   data: Uint8Array | null; // null: a no-op or configuration entry (only advances the applied index)
@@ -582,7 +597,7 @@ export class KvStore {
    * that transaction, and the old pages it pins, until close()). The format is in
    * fsm-snapshot.ts: every database but the rebuilt indexes, each record checked as it is read.
    */
-  snapshotChunks(chunkBytes = 1 << 20): { appliedIndex: number; chunks: AsyncIterable<Uint8Array> } {
+  snapshotChunks(chunkBytes = 1 << 20): SnapshotImage {
     const env = this.live();
     const target = Math.max(1024, Math.floor(chunkBytes));
     const txn = env.root.useReadTransaction() as unknown as LmdbTxn;
@@ -598,6 +613,7 @@ export class KvStore {
     const txns = this.snapshotTxns;
     const file = this.file;
     let started = false;
+    let totals: ImageTotals | null = null;
     const release = () => {
       if (txns.delete(txn)) txn.done();
     };
@@ -607,13 +623,24 @@ export class KvStore {
         [Symbol.asyncIterator]: () => {
           if (started) throw new KvStoreError("a snapshot stream can be iterated only once");
           started = true;
-          return imageChunks(file, env, txn, applied, target, release);
+          return imageChunks(file, env, txn, applied, target, release, (t) => (totals = t));
         },
       },
+      totals: () => totals,
+      release,
     };
   }
 
+  /** Replaces the store with the image in `chunks` (checked whole first); returns its applied index. */
   async restoreFromChunks(chunks: AsyncIterable<Uint8Array>): Promise<number> {
+    return (await this.restoreImage(chunks)).applied;
+  }
+
+  /**
+   * restoreFromChunks, saying what the image held. `imageOffset` is where the image starts in the
+   * enclosing stream (a backup file), for byte positions in messages.
+   */
+  async restoreImage(chunks: AsyncIterable<Uint8Array>, imageOffset = 0): Promise<ImageSummary> {
     this.live();
     if (this.restoring) throw new KvStoreError(`a restore into ${this.file} is already in progress`);
     this.restoring = true;
@@ -628,7 +655,8 @@ export class KvStore {
       } catch (e) {
         throw new KvStoreError(`restore into ${this.file}: cannot create staging file ${tmp}: ${errMsg(e)}`, { cause: e });
       }
-      const applied = await writeImage(it, tmpEnv, this.file, tmp);
+      const summary = await writeImage(it, tmpEnv, this.file, tmp, imageOffset);
+      const applied = summary.applied;
       finished = true;
       await syncEnv(tmpEnv);
       await closeEnv(tmpEnv);
@@ -663,7 +691,7 @@ export class KvStore {
       } catch (e) {
         throw new KvStoreError(`restore into ${this.file}: the new state is in place but fsync of ${this.dir} failed: ${errMsg(e)}`, { cause: e });
       }
-      return applied;
+      return summary;
     } catch (e) {
       if (e instanceof KvStoreError) throw e;
       throw new KvStoreError(`restore into ${this.file} failed: ${errMsg(e)}`, { cause: e });
