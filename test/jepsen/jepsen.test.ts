@@ -539,7 +539,17 @@ describe("jepsen runs (3 nodes, register + set)", () => {
     }, 150_000);
   }
 
-  test("durability: 10 SIGKILLs mid-burst, then a full restart", async () => {
+  // Issue 9: the member nemesis's steps through the cluster RPCs, between kills and partitions.
+  // Seed 112: a one-way partition of the leader, a leader kill, TransferLeadership to "" (the
+  // most up-to-date voter), a disk-lost replacement of the leader, a kill, MemberAdd as a voter.
+  // (Seed 107 above: MemberAdd is_learner with its probes, a promotion refused while the learner
+  // is cut off, then accepted; remove-rejoin.)
+  test("member steps (learner, add-voter, transfer, replace) alongside kill and partition", async () => {
+    const line = await run({ nemesis: ["member", "kill", "partition"], memberSteps: ["learner", "add-voter", "transfer", "replace"], seed: 112, timeSec: 20 });
+    expect(line).toStartWith("jepsen: PASS");
+  }, 150_000);
+
+  test("durability: 10 SIGKILLs mid-burst, then a full restart; a Snapshot restored into a new cluster", async () => {
     const line = await run({ timeSec: 0, nemesis: [], durabilityKills: 10, seed: 105 });
     expect(line).toStartWith("jepsen: PASS");
   }, 150_000);

@@ -142,8 +142,7 @@ export async function runRestoreCheck(
       checks.push(fail("restore: the restored node starts", `${proc.running ? "no leader within 30 s" : `exited ${proc.exitCode}`}: ${(await proc.logs()).split("\n").slice(-5).join(" | ")}`));
       return { checks, workload: burst };
     }
-    const sizeMb = (statSync(file).size / 1e6).toFixed(1);
-    checks.push({ name: "restore: the restored node starts", ok: true, detail: `restored ${sizeMb} MB into ${dir}; ${served}` });
+    checks.push({ name: "restore: the restored node starts", ok: true, detail: `restored ${statSync(file).size} bytes into ${dir}; ${served}` });
 
     const attempts = [...opts.attempts, ...burst.attempts];
     opts.progress?.(`durability: comparing every key of the restored cluster with node${source + 1} at version ${saved.version}`);
