@@ -266,19 +266,32 @@ export class MemberNemesis {
     return true;
   }
 
-  /** Waits until learner i has applied what the leader had committed when the wait began. */
+  /**
+   * Waits until learner i holds what the leader had committed when the wait began: its Raft
+   * commit index and its state machine's applied index both reach it (so its configuration
+   * includes its own addition). A node that installed a snapshot reports the image's applied
+   * index at once, ahead of the configuration entries it has yet to take from the log; seen
+   * with the node saying it is a voter, that is counted ("learner's own view").
+   */
   private async caughtUp(i: number, timeoutMs: number): Promise<boolean> {
     const end = Date.now() + timeoutMs;
     let target = -1;
     let seen = "";
+    let lagSeen = false;
     while (Date.now() < end) {
       try {
         const l = await this.cluster.leader();
         if (l !== null) {
           if (target < 0) target = (await this.cluster.raftState(l)).commit;
           const st = await this.cluster.raftState(i);
-          seen = `applied ${st.applied}, learner ${st.isLearner}, target ${target}`;
-          if (st.applied >= target) return true;
+          seen = `applied ${st.applied}, commit ${st.commit}, learner ${st.isLearner}, target ${target}`;
+          if (st.applied >= target && st.commit >= target) return true;
+          if (st.applied >= target && !st.isLearner && !lagSeen) {
+            lagSeen = true;
+            const by = (this.outcomes["learner's own view"] ??= {});
+            by["voter, applied past its addition, commit behind"] = (by["voter, applied past its addition, commit behind"] ?? 0) + 1;
+            this.opts.note(`learner: ${this.name(i)} reports applied ${st.applied} (≥ ${target}) with commit ${st.commit} and calls itself a voter (a snapshot's image ahead of its configuration)`, false);
+          }
         }
       } catch (err) {
         seen = (err as Error).message;
