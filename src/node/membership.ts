@@ -40,8 +40,11 @@ export interface MemberProgress {
   match: number;
   /** Heard from within the last election timeout or two. */
   active: boolean;
-  /** The leader is sending it a snapshot (it is missing compacted entries). */
-  snapshotting: boolean;
+  /**
+   * The leader knows where the member's log ends and streams entries to it (Raft's replicate
+   * state). Not yet: it was just added or came back (probing), or it is being sent a snapshot.
+   */
+  replicating: boolean;
 }
 
 export interface MemberState {
@@ -187,10 +190,10 @@ export function checkPromotion(view: ClusterView, id: NodeId): MemberState {
   checkActivityKnown(view);
   const p = m.progress;
   if (!p || !p.active) throw new MembershipError("retry", `learner ${id} does not answer the leader; start it (or wait until it is reachable), then promote it`);
-  if (p.snapshotting || view.commit - p.match > IN_SYNC_MAX_LAG) {
+  if (!p.replicating || view.commit - p.match > IN_SYNC_MAX_LAG) {
     throw new MembershipError(
       "retry",
-      `learner ${id} is behind: it holds the log up to index ${p.match}${p.snapshotting ? " and is being sent a snapshot" : ""}, the cluster has committed ${view.commit} (at most ${IN_SYNC_MAX_LAG} behind may be promoted); retry once it has caught up`,
+      `learner ${id} is behind: it holds the log up to index ${p.match}${p.replicating ? "" : " (the leader is still finding where its log ends, or sending it a snapshot)"}, the cluster has committed ${view.commit} (at most ${IN_SYNC_MAX_LAG} behind may be promoted); retry once it has caught up`,
     );
   }
   return m;
@@ -199,7 +202,7 @@ export function checkPromotion(view: ClusterView, id: NodeId): MemberState {
 /** The first learner flagged for automatic promotion that holds the whole committed log. */
 export function autoPromotionCandidate(view: ClusterView): MemberState | null {
   if (!view.isLeader) return null;
-  return view.members.find((m) => m.isLearner && m.promote && m.progress !== null && !m.progress.snapshotting && m.progress.match >= view.commit) ?? null;
+  return view.members.find((m) => m.isLearner && m.promote && m.progress !== null && m.progress.replicating && m.progress.match >= view.commit) ?? null;
 }
 
 /** The voter (other than the leader) with the most of the log, preferring those that answer. */
@@ -223,10 +226,10 @@ export function checkTransferTarget(view: ClusterView, to: NodeId): MemberState 
   checkActivityKnown(view);
   const p = target.progress;
   if (!p || !p.active) throw new MembershipError("retry", `voter ${target.id} does not answer the leader; leadership cannot move there now`);
-  if (p.snapshotting || view.lastIndex - p.match > IN_SYNC_MAX_LAG) {
+  if (!p.replicating || view.lastIndex - p.match > IN_SYNC_MAX_LAG) {
     throw new MembershipError(
       "retry",
-      `voter ${target.id} is behind: it holds the log up to index ${p.match}${p.snapshotting ? " and is being sent a snapshot" : ""}, the leader's log ends at ${view.lastIndex}; retry once it has caught up`,
+      `voter ${target.id} is behind: it holds the log up to index ${p.match}${p.replicating ? "" : " (the leader is still finding where its log ends, or sending it a snapshot)"}, the leader's log ends at ${view.lastIndex}; retry once it has caught up`,
     );
   }
   return target;
@@ -266,7 +269,8 @@ export class Membership {
    * has no data (`emptyData`, an rbkv node starting on empty directories) while the member holds
    * data: then that member lost its disk, and with it its votes and the entries it
    * acknowledged; it cannot take its own place, so it is replaced: removed, then added back as
-   * a learner. A learner that never acknowledged anything asking again is the same node
+   * a learner (promoted once caught up, unless it was a learner meant to stay one). A learner
+   * that never acknowledged anything asking again is the same node
    * retrying after a crash mid-join: a no-op. Returns the index of the entry that added it.
    */
   async join(req: NewMember & { emptyData: boolean }): Promise<{ joinedAt: number }> {
@@ -317,9 +321,11 @@ export class Membership {
     checkRemoval(view, member.id);
     const match = member.progress?.match ?? 0;
     this.log.info(`${member.id} (a ${kindOf(member)} holding the log up to index ${match}) asks to join with no data: it lost its disk; replacing it (remove, then add back as a learner)`);
+    // A voter comes back as one once caught up; a learner added to stay one stays one.
+    const promote = member.isLearner ? member.promote : true;
     const removed = await this.host.proposeConfChange({ type: ConfChangeType.RemoveNode, nodeId: member.id, context: new Uint8Array(0) });
-    const added = await this.host.proposeConfChange({ type: ConfChangeType.AddLearner, nodeId: member.id, context: encodePeerContext({ ...addr, promote: true }) });
-    this.log.info(`replaced ${member.id}: removed at index ${removed.index}, added back as a learner at index ${added.index}; it becomes a voter once caught up`);
+    const added = await this.host.proposeConfChange({ type: ConfChangeType.AddLearner, nodeId: member.id, context: encodePeerContext({ ...addr, promote }) });
+    this.log.info(`replaced ${member.id}: removed at index ${removed.index}, added back as a learner at index ${added.index}${promote ? "; it becomes a voter once caught up" : "; it stays a learner until promoted"}`);
     return { joinedAt: added.index };
   }
 

@@ -977,7 +977,7 @@ export class RaftNode implements MembershipHost {
         isLeader: id === st.lead,
         isLocal: id === this.id,
         promote: isLearner && a?.promote !== false,
-        progress: pr ? { match: pr.match, active: pr.active, snapshotting: pr.state === ProgressState.Snapshot } : null,
+        progress: pr ? { match: pr.match, active: pr.active, replicating: pr.state === ProgressState.Replicate || pr.id === this.id } : null,
       });
     };
     for (const v of st.conf.voters) add(v, false);

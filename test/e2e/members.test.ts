@@ -61,7 +61,12 @@ describe("members", () => {
     }
     return cl;
   };
-  const idOf = (i: number): string => c.nodes[i]!.spec.grpcAddr;
+  /** A node's id: its --node-id (a moved node keeps its old one), else its gRPC address. */
+  const idOf = (i: number): string => {
+    const spec = c.nodes[i]!.spec;
+    const flag = spec.extra.find((a) => a.startsWith("--node-id="));
+    return flag ? flag.slice("--node-id=".length) : spec.grpcAddr;
+  };
   const list = (i: number): Promise<MemberListResponse> => client(i).memberListAsync({}, dl(3000));
   const memberOf = async (via: number, id: string): Promise<Member | undefined> => (await list(via)).members.find((m) => m.id === id);
 
@@ -134,4 +139,251 @@ describe("members", () => {
     expect(await c.nodes[moved]!.logs()).not.toContain("was removed");
     await c.waitVoters(3);
   }, 90_000);
+
+  test("Join of a live member with the same id and address is OK for any caller and changes nothing; another address is refused", async () => {
+    const before = await list(0);
+    const n = 1;
+    const res = await client(2).joinAsync({ id: idOf(n), addr: c.nodes[n]!.spec.raftAddr }, dl());
+    const leader = await c.leader();
+    expect(res.leaderInfo?.leaderId).toBe(idOf(leader));
+    expect(res.joinedAt).toBeGreaterThan(0);
+    const after = await list(0);
+    expect(after.members.map((m) => [m.id, m.raftAddr, m.isLearner])).toEqual(before.members.map((m) => [m.id, m.raftAddr, m.isLearner]));
+    const r = await refusal(client(2).joinAsync({ id: idOf(n), addr: "127.0.0.1:1" }, dl()));
+    expect(r.code).toBe(grpc.status.ALREADY_EXISTS);
+    expect(r.details).toContain(`already a member (voter) with raft address ${c.nodes[n]!.spec.raftAddr}`);
+    expect(r.details).toContain("MemberUpdate");
+    expect((await list(0)).members).toHaveLength(3);
+  }, 30_000);
+
+  let learner = -1;
+  test("MemberAdd of a learner: it replicates, stays a learner past catch-up, and MemberPromote makes it a voter that counts toward quorum", async () => {
+    learner = await newProcess("learner4");
+    const spec = c.nodes[learner]!.spec;
+    const leader = await c.leader();
+    const follower = [0, 1, 2].find((i) => i !== leader)!;
+
+    // Bad requests: a malformed address, an id that is taken, an address that is taken.
+    let r = await refusal(client(follower).memberAddAsync({ id: spec.grpcAddr, raftAddr: "127.0.0.1", isLearner: true }, dl()));
+    expect(r.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(r.details).toContain("raft address must be host:port");
+    r = await refusal(client(follower).memberAddAsync({ id: idOf(leader), raftAddr: spec.raftAddr, isLearner: true }, dl()));
+    expect(r.code).toBe(grpc.status.ALREADY_EXISTS);
+    expect(r.details).toContain(`node ${idOf(leader)} is already a member (voter`);
+    r = await refusal(client(follower).memberAddAsync({ id: spec.grpcAddr, raftAddr: c.nodes[leader]!.spec.raftAddr, isLearner: true }, dl()));
+    expect(r.code).toBe(grpc.status.ALREADY_EXISTS);
+
+    const added = await retrying("MemberAdd", () => client(follower).memberAddAsync({ id: spec.grpcAddr, raftAddr: spec.raftAddr, grpcAddr: spec.grpcAddr, isLearner: true }, dl()));
+    expect(added.addedAt).toBeGreaterThan(0);
+    expect(added.member).toMatchObject({ id: spec.grpcAddr, raftAddr: spec.raftAddr, grpcAddr: spec.grpcAddr, isLearner: true, promoteWhenCaughtUp: false });
+    expect(added.members).toHaveLength(4);
+
+    // Not started yet: promoting it is refused (it does not answer / holds nothing), and
+    // leadership cannot go to a learner.
+    r = await refusal(client(follower).memberPromoteAsync({ id: spec.grpcAddr }, dl()));
+    expect(r.code).toBe(grpc.status.UNAVAILABLE);
+    expect(r.details).toMatch(new RegExp(`learner ${spec.grpcAddr} (does not answer the leader|is behind)`));
+    r = await refusal(client(follower).transferLeadershipAsync({ to: spec.grpcAddr }, dl()));
+    expect(r.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(r.details).toContain("is a learner");
+
+    // The operator starts it with --join-addr: its Join finds it a member already (a no-op).
+    for (let i = 0; i < 30; i++) await c.kv(leader).put(`learner/before/${i}`, `v${i}`);
+    c.nodes[learner]!.start({ join: c.nodes[follower]!.spec.grpcAddr });
+    await eventually("the learner to hold the data", async () => (await c.kv(learner).value("learner/before/29", { serializable: true })) === "v29");
+    for (let i = 0; i < 30; i++) await c.kv(leader).put(`learner/after/${i}`, `w${i}`);
+    await eventually("the learner to hold the new writes", async () => (await c.kv(learner).value("learner/after/29", { serializable: true })) === "w29");
+    // Well past catch-up (several promotion rounds of the leader), it is still a learner, in sync.
+    await Bun.sleep(4 * ELECTION_MS);
+    const view = await list(leader);
+    const me = view.members.find((m) => m.id === spec.grpcAddr)!;
+    expect(me).toMatchObject({ isLearner: true, promoteWhenCaughtUp: false, active: true });
+    expect(me.matchIndex).toBeGreaterThan(0);
+    expect(view.members.filter((m) => !m.isLearner)).toHaveLength(3);
+    // A learner's own view: it knows it is one.
+    expect((await memberOf(learner, spec.grpcAddr))?.isLearner).toBe(true);
+    // A new leader knows it is not to be promoted (the flag is in the log and every peer book).
+    const successor = [0, 1, 2].find((i) => i !== leader && i !== follower)!;
+    await retrying("a transfer", () => client(leader).transferLeadershipAsync({ to: idOf(successor) }, dl()));
+    await Bun.sleep(4 * ELECTION_MS);
+    expect(await memberOf(successor, spec.grpcAddr)).toMatchObject({ isLearner: true, promoteWhenCaughtUp: false, active: true });
+
+    // Promote it (through a follower): answered once applied; every member then lists 4 voters.
+    const promoted = await retrying("MemberPromote", () => client(follower).memberPromoteAsync({ id: spec.grpcAddr }, dl()));
+    expect(promoted.members.find((m) => m.id === spec.grpcAddr)).toMatchObject({ isLearner: false, promoteWhenCaughtUp: false });
+    await c.waitVoters(4);
+    // Promoting a voter is refused by rule; a stranger is not found.
+    r = await refusal(client(follower).memberPromoteAsync({ id: spec.grpcAddr }, dl()));
+    expect(r.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(r.details).toContain("already a voter");
+    r = await refusal(client(follower).memberPromoteAsync({ id: "127.0.0.1:1" }, dl()));
+    expect(r.code).toBe(grpc.status.NOT_FOUND);
+
+    // It counts toward quorum: with it and one original follower down, 2 of 4 voters are left,
+    // too few to commit (were it still a learner, 2 of 3 would be enough).
+    const down = [0, 1, 2].find((i) => i !== leader)!;
+    await c.nodes[learner]!.kill9();
+    await c.nodes[down]!.kill9();
+    const stalled = await refusal(c.kv(leader).put("quorum/without-it", "x", { deadlineMs: 3 * ELECTION_MS }));
+    expect([grpc.status.DEADLINE_EXCEEDED, grpc.status.UNAVAILABLE]).toContain(stalled.code!);
+    c.nodes[learner]!.start();
+    await retrying("a write with it back", () => c.kv(leader).put("quorum/with-it", "y", { deadlineMs: 3000 }), 30_000);
+    c.nodes[down]!.start();
+    await c.waitVoters(4);
+  }, 120_000);
+
+  let autoVoter = -1;
+  test("MemberAdd of a voter: added as a learner flagged for promotion, and promoted by the leader once caught up", async () => {
+    autoVoter = await newProcess("voter5");
+    const spec = c.nodes[autoVoter]!.spec;
+    const added = await retrying("MemberAdd", () => client(0).memberAddAsync({ id: spec.grpcAddr, raftAddr: spec.raftAddr, grpcAddr: spec.grpcAddr, isLearner: false }, dl()));
+    expect(added.member).toMatchObject({ isLearner: true, promoteWhenCaughtUp: true });
+    c.nodes[autoVoter]!.start({ join: c.nodes[0]!.spec.grpcAddr });
+    await c.waitVoters(5);
+    expect(await memberOf(autoVoter, spec.grpcAddr)).toMatchObject({ isLearner: false, promoteWhenCaughtUp: false });
+    await c.kv(autoVoter).put("voter5/write", "ok");
+    expect(await c.kv(0).value("voter5/write")).toBe("ok");
+  }, 60_000);
+
+  /** Every running node names `id` as the leader. */
+  const allAgreeOnLeader = (id: string): Promise<boolean> =>
+    eventually(`every node to follow ${id}`, async () => {
+      for (let i = 0; i < c.nodes.length; i++) {
+        if (!c.nodes[i]!.running) continue;
+        if ((await client(i).leaderInfoAsync({}, dl(1000))).leaderId !== id) return false;
+      }
+      return true;
+    });
+
+  test("TransferLeadership to a chosen voter, to the most up-to-date one, and to itself; writes meanwhile see OK or UNAVAILABLE, never a hang", async () => {
+    const running = c.nodes.map((_, i) => i);
+    const leader = await c.leader();
+    const target = running.find((i) => i !== leader && i !== autoVoter)!;
+    const via = running.find((i) => i !== leader && i !== target)!;
+
+    // Writes go on during the transfers, through the leader handing over (it refuses writes
+    // meanwhile) and through a follower (it forwards them): each one is answered OK or
+    // UNAVAILABLE (retry) within its deadline; none is redirected in a circle or hangs.
+    let writing = true;
+    const outcomes: (grpc.status | "ok")[] = [];
+    const writer = (through: number): Promise<void> =>
+      (async () => {
+        for (let i = 0; writing; i++) {
+          try {
+            await c.kv(through).put(`transfer/${through}/${i}`, "x", { deadlineMs: 8000 });
+            outcomes.push("ok");
+          } catch (err) {
+            outcomes.push(grpcCode(err)!);
+          }
+        }
+      })();
+    const writers = [writer(leader), writer(via)];
+
+    // To a chosen node, asked through a third one (forwarded to the leader).
+    const moved = await client(via).transferLeadershipAsync({ to: idOf(target) }, dl());
+    expect(moved.leaderInfo).toMatchObject({ leaderId: idOf(target), leaderAddr: c.nodes[target]!.spec.grpcAddr });
+    await allAgreeOnLeader(idOf(target));
+
+    // To itself: already there, OK, nothing moves.
+    const self = await client(target).transferLeadershipAsync({ to: idOf(target) }, dl());
+    expect(self.leaderInfo?.leaderId).toBe(idOf(target));
+
+    // To whichever voter is most up to date.
+    const next = await retrying("a transfer to the most up-to-date voter", () => client(target).transferLeadershipAsync({ to: "" }, dl()));
+    const nextId = next.leaderInfo!.leaderId;
+    expect(nextId).not.toBe(idOf(target));
+    expect(running.map(idOf)).toContain(nextId);
+    await allAgreeOnLeader(nextId);
+
+    writing = false;
+    await Promise.all(writers);
+    expect(outcomes.filter((o) => o === "ok").length).toBeGreaterThan(0);
+    expect(outcomes.filter((o) => o !== "ok" && o !== grpc.status.UNAVAILABLE)).toEqual([]);
+
+    // Refusals: a stranger, a member that is down.
+    let r = await refusal(client(via).transferLeadershipAsync({ to: "127.0.0.1:1" }, dl()));
+    expect(r.code).toBe(grpc.status.NOT_FOUND);
+    const newLeader = running.find((i) => idOf(i) === nextId)!;
+    const down = running.find((i) => i !== newLeader && i !== via)!;
+    await c.nodes[down]!.kill9();
+    await eventually(
+      "the leader to notice the member is down",
+      async () => (await memberOf(newLeader, idOf(down)))?.active === false,
+      10_000,
+    );
+    r = await refusal(client(via).transferLeadershipAsync({ to: idOf(down) }, dl()));
+    expect(r.code).toBe(grpc.status.UNAVAILABLE);
+    expect(r.details).toContain(`voter ${idOf(down)} does not answer the leader`);
+    expect((await client(via).leaderInfoAsync({}, dl())).leaderId).toBe(nextId);
+    c.nodes[down]!.start();
+    await c.waitVoters(5);
+  }, 120_000);
+
+  test("a membership change while another is not committed yet is refused with UNAVAILABLE, naming it", async () => {
+    const ids = await Promise.all([1, 2, 3, 4, 5].map(async () => `127.0.0.1:${await freePort()}`));
+    const raft = await Promise.all(ids.map(async () => `127.0.0.1:${await freePort()}`));
+    const results = await Promise.all(
+      ids.map((id, k) =>
+        client(0)
+          .memberAddAsync({ id, raftAddr: raft[k]!, isLearner: true }, dl())
+          .then(
+            () => "added" as const,
+            (err: unknown) => ({ code: grpcCode(err), details: (err as grpc.ServiceError).details }),
+          ),
+      ),
+    );
+    const refused = results.filter((x) => x !== "added");
+    expect(results.filter((x) => x === "added").length).toBeGreaterThan(0);
+    expect(refused.length).toBeGreaterThan(0);
+    for (const x of refused) {
+      expect(x.code).toBe(grpc.status.UNAVAILABLE);
+      expect(x.details).toContain("is not committed yet");
+    }
+    // Clean up: remove the learners that were added (they never started).
+    for (const id of ids) {
+      if ((await list(0)).members.some((m) => m.id === id)) await retrying(`the removal of ${id}`, () => client(0).removeMemberAsync({ id }, dl()));
+    }
+    expect((await list(0)).members).toHaveLength(5);
+  }, 60_000);
+
+  test("a node that lost its disk and starts again with --join-addr under its id is replaced by itself: removed, added back as a learner, promoted", async () => {
+    const leader = await c.leader();
+    const lost = c.nodes.map((_, i) => i).find((i) => i !== leader && i !== autoVoter && i !== learner)!;
+    const id = idOf(lost);
+    for (let i = 0; i < 40; i++) await c.kv(leader).put(`lost/before/${i}`, `v${i}`);
+    const countBefore = (await list(leader)).members.length;
+    await c.nodes[lost]!.kill9();
+    wipeData(c.nodes[lost]!.spec.dir);
+    for (let i = 0; i < 40; i++) await c.kv(leader).put(`lost/while-away/${i}`, `w${i}`);
+    c.nodes[lost]!.start({ join: c.nodes[leader]!.spec.grpcAddr });
+
+    await eventually(
+      "the replaced node to be a voter again",
+      async () => {
+        const m = await memberOf(leader, id);
+        return m !== undefined && !m.isLearner && m.active;
+      },
+      30_000,
+    );
+    await c.waitVoters(countBefore);
+    expect((await list(leader)).members).toHaveLength(countBefore);
+    // It holds everything: what was written before it lost its disk and while it was away.
+    await eventually("the replaced node to hold all data", async () => (await c.kv(lost).value("lost/while-away/39", { serializable: true })) === "w39", 20_000);
+    expect(await c.kv(lost).value("lost/before/0", { serializable: true })).toBe("v0");
+    expect(await c.kv(lost).value("lost/before/39", { serializable: true })).toBe("v39");
+    // It was replaced, not refused or re-admitted as the voter it was; it keeps running.
+    const leaderLog = await c.nodes[leader]!.logs();
+    expect(leaderLog).toMatch(new RegExp(`replaced ${id.replace(/[.]/g, "\\.")}: removed at index \\d+, added back as a learner at index \\d+`));
+    expect(c.nodes[lost]!.running).toBe(true);
+    expect(await c.nodes[lost]!.logs()).toMatch(/joined cluster .* at index [1-9]\d*/);
+    await c.kv(lost).put("lost/after", "back");
+    expect(await c.kv(leader).value("lost/after")).toBe("back");
+    // Restarted on its new data (no --join-addr), it is still a member: nobody tells it "removed".
+    expect(await c.nodes[lost]!.stop()).toBe(0);
+    c.nodes[lost]!.start();
+    await eventually("the restarted node to serve", async () => (await c.kv(lost).value("lost/after", { serializable: true })) === "back");
+    await Bun.sleep(3 * ELECTION_MS);
+    expect(c.nodes[lost]!.running).toBe(true);
+    expect(await c.nodes[lost]!.logs()).not.toContain("was removed from the cluster");
+  }, 120_000);
 });

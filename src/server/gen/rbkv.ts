@@ -501,7 +501,9 @@ export interface MemberPromoteResponse {
 
 export interface MemberUpdateRequest {
   id: string;
+  /** the new raft address; empty = keep the current one */
   raftAddr: string;
+  /** the new gRPC address; empty = keep the current one */
   grpcAddr: string;
 }
 
@@ -4994,6 +4996,7 @@ export const RbdkvService = {
   /**
    * Adds a member: a learner stays one until MemberPromote; a voter is added as a learner and
    * promoted by the leader once it holds the committed log (so adding it never stalls writes).
+   * Answers once the learner is added (applied on the leader), not when it is promoted.
    */
   memberAdd: {
     path: "/rbdkv.Rbdkv/MemberAdd" as const,
@@ -5004,7 +5007,7 @@ export const RbdkvService = {
     responseSerialize: (value: MemberAddResponse): Buffer => Buffer.from(MemberAddResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MemberAddResponse => MemberAddResponse.decode(value),
   },
-  /** Makes a caught-up learner a voter. */
+  /** Makes a caught-up learner a voter; answers once applied on the leader. */
   memberPromote: {
     path: "/rbdkv.Rbdkv/MemberPromote" as const,
     requestStream: false as const,
@@ -5026,7 +5029,10 @@ export const RbdkvService = {
       Buffer.from(MemberUpdateResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MemberUpdateResponse => MemberUpdateResponse.decode(value),
   },
-  /** Hands leadership to a named voter, or to the most up-to-date one; answers once it moved. */
+  /**
+   * Hands leadership to a named voter, or to the most up-to-date one; answers once it moved
+   * (naming the leader itself: OK at once, nothing moves).
+   */
   transferLeadership: {
     path: "/rbdkv.Rbdkv/TransferLeadership" as const,
     requestStream: false as const,
@@ -5097,13 +5103,17 @@ export interface RbdkvServer extends UntypedServiceImplementation {
   /**
    * Adds a member: a learner stays one until MemberPromote; a voter is added as a learner and
    * promoted by the leader once it holds the committed log (so adding it never stalls writes).
+   * Answers once the learner is added (applied on the leader), not when it is promoted.
    */
   memberAdd: handleUnaryCall<MemberAddRequest, MemberAddResponse>;
-  /** Makes a caught-up learner a voter. */
+  /** Makes a caught-up learner a voter; answers once applied on the leader. */
   memberPromote: handleUnaryCall<MemberPromoteRequest, MemberPromoteResponse>;
   /** New addresses for a member (it was moved to other ports or hosts); its node id stays. */
   memberUpdate: handleUnaryCall<MemberUpdateRequest, MemberUpdateResponse>;
-  /** Hands leadership to a named voter, or to the most up-to-date one; answers once it moved. */
+  /**
+   * Hands leadership to a named voter, or to the most up-to-date one; answers once it moved
+   * (naming the leader itself: OK at once, nothing moves).
+   */
   transferLeadership: handleUnaryCall<TransferLeadershipRequest, TransferLeadershipResponse>;
   /** A consistent, checksummed image of the state machine, streamed (see SnapshotChunk). */
   snapshot: handleServerStreamingCall<SnapshotRequest, SnapshotChunk>;
@@ -5298,6 +5308,7 @@ export interface RbdkvClient extends Client {
   /**
    * Adds a member: a learner stays one until MemberPromote; a voter is added as a learner and
    * promoted by the leader once it holds the committed log (so adding it never stalls writes).
+   * Answers once the learner is added (applied on the leader), not when it is promoted.
    */
   memberAdd(
     request: MemberAddRequest,
@@ -5314,7 +5325,7 @@ export interface RbdkvClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: MemberAddResponse) => void,
   ): ClientUnaryCall;
-  /** Makes a caught-up learner a voter. */
+  /** Makes a caught-up learner a voter; answers once applied on the leader. */
   memberPromote(
     request: MemberPromoteRequest,
     callback: (error: ServiceError | null, response: MemberPromoteResponse) => void,
@@ -5346,7 +5357,10 @@ export interface RbdkvClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: MemberUpdateResponse) => void,
   ): ClientUnaryCall;
-  /** Hands leadership to a named voter, or to the most up-to-date one; answers once it moved. */
+  /**
+   * Hands leadership to a named voter, or to the most up-to-date one; answers once it moved
+   * (naming the leader itself: OK at once, nothing moves).
+   */
   transferLeadership(
     request: TransferLeadershipRequest,
     callback: (error: ServiceError | null, response: TransferLeadershipResponse) => void,
