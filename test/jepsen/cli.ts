@@ -1,4 +1,5 @@
 // bun run jepsen -- --nodes 3|5 --time SECONDS --nemesis LIST --workload LIST --seed S
+//                   [--member-steps LIST] [--restore-check | --no-restore-check]
 //                   [--durability-kills N] [--no-bad-input] [--results DIR] [--keep-data]
 //                   [--election-timeout MS] [--heartbeat-interval MS] [--clients N]
 //                   [--op-timeout MS] [--node-arg FLAG ...] [--quiet]
@@ -7,6 +8,7 @@
 // verdict line on stdout (progress goes to stderr) and exits 0 only when every check passes.
 
 import { DEFAULT_NEMESES, NEMESES, type NemesisKind } from "./nemesis.ts";
+import { MEMBER_STEPS, type MemberStep } from "./member-nemesis.ts";
 import { DEFAULT_NODE_ARGS, type JepsenOptions, WORKLOADS, type WorkloadKind, activeClusters, defaultOptions, runJepsen } from "./runner.ts";
 
 const USAGE = `usage: bun run jepsen -- [options]
@@ -15,9 +17,14 @@ const USAGE = `usage: bun run jepsen -- [options]
   --nemesis LIST          ${NEMESES.join(",")} (comma list; "all" = ${DEFAULT_NEMESES.join(",")},
                           the default; "join" starts without the last node and adds it under
                           load; "none" = no faults)
+  --member-steps LIST     the member nemesis's steps, ${MEMBER_STEPS.join(",")}
+                          (comma list; default all, run in a seeded cycle)
   --workload LIST         ${WORKLOADS.join(",")} (comma list; default all; "none")
   --seed S                seed of every random choice (default: random, printed)
   --durability-kills N    SIGKILLs mid-burst in the durability phase (default 100; 0 = skip)
+  --no-restore-check      skip the end of the durability phase: a Snapshot under writes,
+                          restored into a new one-node cluster, every key compared with the
+                          source at the snapshot's version
   --no-bad-input          skip the bad-input phase
   --damage                also damage a follower's data files (truncated, flipped byte,
                           zeroed page): it must refuse to start naming the file, or serve
@@ -84,6 +91,9 @@ export function parseArgs(argv: string[]): JepsenOptions & { quiet: boolean } {
       case "--nemesis":
         o.nemesis = list<NemesisKind>(val(), NEMESES, "nemesis", DEFAULT_NEMESES);
         break;
+      case "--member-steps":
+        o.memberSteps = list<MemberStep>(val(), MEMBER_STEPS, "member step");
+        break;
       case "--workload":
       case "--workloads":
         o.workloads = list<WorkloadKind>(val(), WORKLOADS, "workload");
@@ -93,6 +103,12 @@ export function parseArgs(argv: string[]): JepsenOptions & { quiet: boolean } {
         break;
       case "--durability-kills":
         o.durabilityKills = int(val(), "durability-kills", 0, 100_000);
+        break;
+      case "--no-restore-check":
+        o.restoreCheck = false;
+        break;
+      case "--restore-check":
+        o.restoreCheck = true;
         break;
       case "--no-bad-input":
         o.badInput = false;

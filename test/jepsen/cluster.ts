@@ -5,7 +5,9 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { RbkvProcess, freePort, requireBinary, sleep } from "../e2e/harness.ts";
+import type { MemberListResponse, StatusResponse } from "../../src/server/gen/rbkv.ts";
 import { NodeClient } from "./client.ts";
+import { RPC_TIMEOUT_MS, answerOf } from "./answers.ts";
 import { NetProxy } from "./proxy.ts";
 
 export interface ClusterOptions {
@@ -19,6 +21,9 @@ export interface ClusterOptions {
   /** Called with every event worth a line in the faults log. */
   log?: (line: string) => void;
 }
+
+/** Hears an RPC's answer: "OK", a gRPC code name, or NOT_LEADER (a redirect). */
+export type AnswerSink = (answer: string, details: string) => void;
 
 export interface Crash {
   node: number;
@@ -35,15 +40,21 @@ export interface NodeRaftState {
   leader: string;
   voters: number;
   learners: number;
+  /** This node's own view: it is a learner. */
+  isLearner: boolean;
   keys: number;
 }
 
 export class JepsenCluster {
   readonly nodes: RbkvProcess[] = [];
   readonly ids: string[] = [];
+  /** Each node's advertised Raft address: its listener on the proxy (what the members dial). */
+  readonly raftAddrs: string[] = [];
   readonly clients: NodeClient[] = [];
   readonly proxy: NetProxy;
   readonly paused = new Set<number>();
+  /** Processes beside the cluster (the restore check's new cluster): logs copied, killed at the end. */
+  readonly extraProcesses: RbkvProcess[] = [];
   /** Processes that exited without us asking (a crash or a refused start). */
   readonly crashes: Crash[] = [];
   private readonly expectedExit = new WeakSet<object>();
@@ -58,6 +69,7 @@ export class JepsenCluster {
     for (let i = 0; i < opts.nodes; i++) {
       const grpcAddr = `127.0.0.1:${grpcPorts[i]}`;
       this.ids.push(grpcAddr);
+      this.raftAddrs.push(`127.0.0.1:${proxyPorts[i]}`);
       this.nodes.push(
         new RbkvProcess({
           name: `node${i + 1}`,
@@ -65,7 +77,7 @@ export class JepsenCluster {
           raftAddr: `127.0.0.1:${raftPorts[i]}`,
           dir: join(opts.root, `node${i + 1}`),
           extra: [
-            `--raft-advertise-addr=127.0.0.1:${proxyPorts[i]}`,
+            `--raft-advertise-addr=${this.raftAddrs[i]}`,
             `--election-timeout=${opts.electionMs}`,
             `--heartbeat-interval=${opts.heartbeatMs}`,
             ...(opts.extraArgs ?? []),
@@ -165,11 +177,11 @@ export class JepsenCluster {
    * own, as a removed member must. `removed` is false when the request failed and the node still
    * runs (e.g. no leader at that moment); an answer lost in flight may still remove it.
    */
-  async removeMember(i: number, via: number, timeoutMs = 20_000): Promise<{ removed: boolean; exitCode: number | null; detail: string }> {
+  async removeMember(i: number, via: number, timeoutMs = 20_000, onAnswer?: AnswerSink): Promise<{ removed: boolean; exitCode: number | null; detail: string }> {
     const p = this.nodes[i]!.proc;
     if (!p) return { removed: false, exitCode: null, detail: `node${i + 1} is not running` };
     this.expectedExit.add(p);
-    const detail = await this.requestRemoval(i, via, 10_000);
+    const detail = await this.requestRemoval(i, via, 10_000, onAnswer);
     const exited = await Promise.race([p.exited, sleep(detail ? 3000 : timeoutMs).then(() => "running" as const)]);
     if (exited === "running") {
       if (detail) {
@@ -184,18 +196,22 @@ export class JepsenCluster {
 
   /**
    * Sends RemoveMember for node i (which may be down) through node `via`, retrying while there
-   * is no leader; returns the error text of the last attempt, or "" on success.
+   * is no leader; returns the error text of the last attempt, or "" on success. `onAnswer` hears
+   * every attempt's answer (OK, a code name, NOT_LEADER for a redirect).
    */
-  async requestRemoval(i: number, via: number, timeoutMs = 20_000): Promise<string> {
+  async requestRemoval(i: number, via: number, timeoutMs = 20_000, onAnswer?: AnswerSink): Promise<string> {
     const deadline = Date.now() + timeoutMs;
     let last = "";
     while (Date.now() < deadline) {
       try {
-        await this.clients[via]!.client.removeMemberAsync({ id: this.ids[i]! }, { deadline: Date.now() + 5_000 });
+        await this.clients[via]!.client.removeMemberAsync({ id: this.ids[i]! }, { deadline: Date.now() + RPC_TIMEOUT_MS });
+        onAnswer?.("OK", "");
         return "";
       } catch (err) {
         last = (err as Error).message;
-        if (/NOT_FOUND/.test(last)) return ""; // an earlier attempt went through
+        const a = answerOf(err);
+        onAnswer?.(a.answer, a.details);
+        if (a.answer === "NOT_FOUND") return ""; // an earlier attempt went through
       }
       await sleep(300);
     }
@@ -231,6 +247,32 @@ export class JepsenCluster {
       }
       return true;
     });
+  }
+
+  /**
+   * Every node up (running, not paused) and, as the leader sees it, every node a voter and no
+   * learner: the state a membership step starts from (it takes one voter out at most).
+   */
+  async isWhole(): Promise<boolean> {
+    for (let i = 0; i < this.size; i++) if (!this.isUp(i)) return false;
+    const l = await this.leader();
+    if (l === null) return false;
+    try {
+      const st = await this.raftState(l);
+      return st.voters === this.size && st.learners === 0;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The configuration as node `via` answers MemberList (a follower answers its own view). */
+  async memberList(via: number, deadlineMs = 3000): Promise<MemberListResponse> {
+    return this.clients[via]!.client.memberListAsync({}, { deadline: Date.now() + deadlineMs });
+  }
+
+  /** Node i's Status (its own view: id, state, indexes, learner or voter). */
+  async status(i: number, deadlineMs = 3000): Promise<StatusResponse> {
+    return this.clients[i]!.client.statusAsync({}, { deadline: Date.now() + deadlineMs });
   }
 
   isRunning(i: number): boolean {
@@ -299,6 +341,7 @@ export class JepsenCluster {
       leader: m.get("leader") ?? "",
       voters: st.peers.filter((p) => !p.isLearner).length,
       learners: st.peers.filter((p) => p.isLearner).length,
+      isLearner: local.isLearner,
       keys: local.fsm?.keysCount ?? -1,
     };
   }
@@ -385,7 +428,7 @@ export class JepsenCluster {
 
   copyLogs(dest: string): void {
     mkdirSync(dest, { recursive: true });
-    for (const n of this.nodes) if (existsSync(n.logPath)) copyFileSync(n.logPath, join(dest, `${n.spec.name}.log`));
+    for (const n of [...this.nodes, ...this.extraProcesses]) if (existsSync(n.logPath)) copyFileSync(n.logPath, join(dest, `${n.spec.name}.log`));
   }
 
   async logs(i: number): Promise<string> {
@@ -396,13 +439,14 @@ export class JepsenCluster {
   async destroy(): Promise<void> {
     for (const i of [...this.paused]) this.resume(i);
     await Promise.all(this.nodes.map((_, i) => this.kill(i)));
+    await Promise.all(this.extraProcesses.map((p) => p.kill9()));
     await this.proxy.stop();
     for (const c of this.clients) c.close();
   }
 
   /** Synchronous last resort (process exit): SIGKILL whatever still runs. */
   killAllSync(): void {
-    for (const n of this.nodes) {
+    for (const n of [...this.nodes, ...this.extraProcesses]) {
       const p = n.proc;
       if (!p) continue;
       this.expectedExit.add(p);

@@ -1,13 +1,16 @@
 // Durability: SIGKILLs of random nodes (sometimes the leader) in the middle of write bursts, each
 // node restarted at once; then every node SIGKILLed together, mid-burst, and the whole cluster
 // restarted. Every acknowledged write must be there on every node, every node must open its
-// files and serve, and all nodes must hold the same data.
+// files and serve, and all nodes must hold the same data. Then (unless disabled) the restore
+// check (restore.ts): a Snapshot under writes restored into a new one-node cluster, compared key
+// by key with the source at the snapshot's version.
 
 import { sleep } from "../e2e/harness.ts";
 import type { Prng } from "../sim/prng.ts";
 import { type CheckResult, checkAgreement, checkSet } from "./checks.ts";
 import type { JepsenCluster } from "./cluster.ts";
 import { readFinalState } from "./final-state.ts";
+import { runRestoreCheck } from "./restore.ts";
 import { type FaultRecord, shuffle } from "./nemesis.ts";
 import { type RunCtx, SetWorkload } from "./workloads.ts";
 
@@ -16,13 +19,15 @@ export interface DurabilityResult {
   faults: FaultRecord[];
   kills: number;
   workload: SetWorkload;
+  /** The writers that ran while the restore check's Snapshot streamed. */
+  snapshotWorkload?: SetWorkload;
 }
 
 export async function runDurability(
   cluster: JepsenCluster,
   ctx: RunCtx,
   rng: Prng,
-  opts: { kills: number; clients: number; recoveryTimeoutMs: number; progress?: (s: string) => void; onFault?: (f: FaultRecord) => void },
+  opts: { kills: number; clients: number; recoveryTimeoutMs: number; restore: boolean; progress?: (s: string) => void; onFault?: (f: FaultRecord) => void },
 ): Promise<DurabilityResult> {
   const t0 = Date.now();
   const faults: FaultRecord[] = [];
@@ -34,6 +39,7 @@ export async function runDurability(
   };
   const writerRngs = Array.from({ length: opts.clients }, () => rng.fork());
   const killRng = rng.fork();
+  const restoreRng = rng.fork();
   ctx.deadline = Number.MAX_SAFE_INTEGER;
   const set = new SetWorkload(ctx, writerRngs, "d");
   const writers = set.run();
@@ -95,5 +101,16 @@ export async function runDurability(
   const { reads, keyCounts } = await readFinalState(cluster, keys);
   checks.push(checkSet(set.attempts, reads, "durability: acknowledged writes"));
   checks.push(checkAgreement(keys, reads, keyCounts));
+  if (opts.restore) {
+    const r = await runRestoreCheck(cluster, ctx, restoreRng, {
+      root: cluster.opts.root,
+      attempts: set.attempts,
+      writers: 2,
+      progress: opts.progress,
+      note: (s) => note("snapshot", s),
+    });
+    checks.push(...r.checks);
+    return { checks, faults, kills, workload: set, snapshotWorkload: r.workload };
+  }
   return { checks, faults, kills, workload: set };
 }

@@ -9,12 +9,11 @@
 //                random order
 //   join         (opt-in) the cluster starts without its last node, which is added with
 //                --join-addr under load at the first "join" fault; later picks do nothing
-//   member       RemoveMember of a random node or the leader, through a random node; the
-//                removed process must stop by itself (exit 0); after a while its data is
-//                emptied and it is added back with --join-addr, and must become a voter again.
-//                One time in three the node is SIGKILLed first and removed while down; started
-//                again on its old data, it must learn from the others that it was removed, and
-//                stop (exit 0)
+//   member       membership and leadership changes through the cluster RPCs, one step at a
+//                time from a seeded cycle (member-nemesis.ts): remove-rejoin, learner (MemberAdd
+//                is_learner, probes, MemberPromote), add-voter, transfer (TransferLeadership, to
+//                a named voter or the most up-to-date one, sometimes to a stopped one), replace
+//                (a node that lost its disk rejoins under its id)
 //
 // The seed fixes every choice (which fault, which node, how long); which node leads at that
 // moment, and so the timing, still varies from run to run.
@@ -22,6 +21,7 @@
 import { sleep } from "../e2e/harness.ts";
 import type { Prng } from "../sim/prng.ts";
 import type { JepsenCluster } from "./cluster.ts";
+import { MEMBER_STEPS, MemberNemesis, type MemberStep } from "./member-nemesis.ts";
 import type { BlockMode } from "./proxy.ts";
 
 export const NEMESES = ["kill", "pause", "partition", "restart-all", "join", "member"] as const;
@@ -55,12 +55,20 @@ export class Nemesis {
   readonly shutdownErrors: string[] = [];
   private readonly t0 = Date.now();
 
+  /** The membership steps (kind "member"); its outcomes and problems go into the report. */
+  readonly members: MemberNemesis;
+
   constructor(
     private readonly cluster: JepsenCluster,
     private readonly rng: Prng,
     private readonly kinds: NemesisKind[],
-    private readonly opts: { electionMs: number; log?: (f: FaultRecord) => void },
-  ) {}
+    private readonly opts: { electionMs: number; memberSteps?: readonly MemberStep[]; log?: (f: FaultRecord) => void },
+  ) {
+    this.members = new MemberNemesis(cluster, opts.memberSteps ?? MEMBER_STEPS, {
+      electionMs: opts.electionMs,
+      note: (detail, count) => this.note("member", detail, count),
+    });
+  }
 
   private note(kind: string, detail: string, count = true): void {
     const f = { t: Date.now() - this.t0, kind, detail };
@@ -215,53 +223,7 @@ export class Nemesis {
   }
 
   private async member(rng: Prng, holdSeed: number, deadline: number): Promise<void> {
-    const n = this.cluster.size;
-    const preferLeader = rng.chance(0.4);
-    const viaPick = rng.int(0, n - 1);
-    const rejoinPick = rng.int(0, n - 2);
-    const whileDown = rng.chance(1 / 3);
-    const awayMs = 200 + (holdSeed % 2500);
-    const t = await this.target(rng, preferLeader);
-    const up = [...Array(n).keys()].filter((i) => this.cluster.isUp(i));
-    if (!this.cluster.isUp(t.node) || up.length < n) return; // only from a whole cluster
-    const who = `${this.name(t.node)}${t.isLeader ? " (the leader)" : ""}`;
-    if (whileDown) {
-      const via = viaPick !== t.node ? viaPick : (t.node + 1) % n;
-      await this.cluster.kill(t.node);
-      const err = await this.cluster.requestRemoval(t.node, via);
-      if (err) {
-        this.note("member", `SIGKILLed ${who}, removing it through ${this.name(via)} failed: ${err}; restarted`, false);
-        this.cluster.restart(t.node);
-        return;
-      }
-      this.note("member", `SIGKILLed ${who}, removed it through ${this.name(via)} while down`);
-      await this.hold(awayMs, deadline);
-      const code = await this.cluster.startRemoved(t.node);
-      this.note("member", `${this.name(t.node)} started on its old data: stopped with exit code ${code}`, false);
-      if (code !== 0) this.shutdownErrors.push(`${this.name(t.node)} removed while down, started again: ${code === null ? "did not stop within 20 s" : `exited ${code}`}`);
-    } else {
-      const via = up.includes(viaPick) ? viaPick : t.node;
-      const r = await this.cluster.removeMember(t.node, via);
-      if (!r.removed) {
-        this.note("member", `removing ${who} through ${this.name(via)} failed, nothing changed: ${r.detail}`, false);
-        return;
-      }
-      this.note("member", `removed ${who} through ${this.name(via)}; it stopped with exit code ${r.exitCode}${r.detail ? ` (${r.detail})` : ""}`);
-      if (r.exitCode !== 0) this.shutdownErrors.push(`${this.name(t.node)} removed: ${r.detail || `exited ${r.exitCode}`}`);
-      if (r.exitCode === null) await this.cluster.kill(t.node);
-      await this.hold(awayMs, deadline);
-    }
-    this.cluster.wipe(t.node);
-    const others = [...Array(n).keys()].filter((i) => i !== t.node);
-    const joinVia = others[rejoinPick % others.length]!;
-    this.cluster.joinLater(t.node, joinVia);
-    this.note("member", `${this.name(t.node)} emptied and added back with --join-addr=${this.name(joinVia)}'s gRPC address`, false);
-    try {
-      await this.cluster.waitAllVoters(30_000);
-      this.note("member", `${this.name(t.node)} is a voter again`, false);
-    } catch (err) {
-      this.shutdownErrors.push(`${this.name(t.node)} added back: ${(err as Error).message}`);
-    }
+    await this.members.step(rng, holdSeed, deadline);
   }
 
   private async restartAll(rng: Prng, deadline: number): Promise<void> {

@@ -23,6 +23,7 @@ import { DAMAGES, type DamageKind, runDamage } from "./damage.ts";
 import { runDurability } from "./durability.ts";
 import { checkCrashes, checkLogs, readFinalState } from "./final-state.ts";
 import { DEFAULT_NEMESES, type FaultRecord, Nemesis, type NemesisKind } from "./nemesis.ts";
+import { type MemberNemesis, type MemberStep, outcomesTable } from "./member-nemesis.ts";
 import { type Latencies, RegisterWorkload, type RunCtx, SetWorkload, WATCH_PREFIX, WatchWorkload } from "./workloads.ts";
 import { WR_PREFIX, WatchResumeWorkload } from "./watch-resume.ts";
 import { checkWatchResume } from "./watch-resume-check.ts";
@@ -34,9 +35,13 @@ export interface JepsenOptions {
   nodes: number;
   timeSec: number;
   nemesis: NemesisKind[];
+  /** Which steps the member nemesis cycles through (default all). */
+  memberSteps?: MemberStep[];
   workloads: WorkloadKind[];
   seed: number;
   durabilityKills: number;
+  /** At the end of the durability phase: Snapshot, restore into a new cluster, compare. */
+  restoreCheck: boolean;
   badInput: boolean;
   /** Damaged data files on a follower (opt-in: it fails until records are checksummed). */
   damage: boolean;
@@ -71,6 +76,7 @@ export function defaultOptions(): JepsenOptions {
     workloads: [...WORKLOADS],
     seed: Math.floor(Math.random() * 1e9),
     durabilityKills: 100,
+    restoreCheck: true,
     badInput: true,
     damage: false,
     resultsRoot: "jepsen-results",
@@ -93,6 +99,8 @@ export interface PhaseSummary {
   faultCounts: Record<string, number>;
   /** Nodes that exited non-zero on a SIGTERM during the phase. */
   shutdownErrors: string[];
+  /** Extra tables for report.txt (e.g. the member nemesis's answers per action). */
+  tables: { title: string; lines: string[] }[];
   ms: number;
 }
 
@@ -153,7 +161,7 @@ export async function runJepsen(o: JepsenOptions): Promise<JepsenResult> {
 
   const withCluster = async (name: string, body: (c: JepsenCluster, ctx: RunCtx, summary: PhaseSummary) => Promise<void>): Promise<PhaseSummary> => {
     const t0 = Date.now();
-    const summary: PhaseSummary = { name, checks: [], ops: {}, latencies: {}, faults: [], faultCounts: {}, shutdownErrors: [], ms: 0 };
+    const summary: PhaseSummary = { name, checks: [], ops: {}, latencies: {}, faults: [], faultCounts: {}, shutdownErrors: [], tables: [], ms: 0 };
     phases.push(summary);
     const root = mkdtempSync(join(tmpdir(), `rbkv-jepsen-${name}-`));
     progress(`${name}: starting ${o.nodes} nodes in ${root}`);
@@ -206,6 +214,7 @@ export async function runJepsen(o: JepsenOptions): Promise<JepsenResult> {
       const wrCompactorRng = rng.fork();
       const nemesis = new Nemesis(cluster, nemesisRng, o.nemesis, {
         electionMs: o.electionMs,
+        memberSteps: o.memberSteps,
         log: (f) => {
           faultLine("nemesis", `+${f.t}ms ${f.kind}: ${f.detail}`);
           progress(`nemesis +${(f.t / 1000).toFixed(1)}s ${f.kind}: ${f.detail}`);
@@ -226,6 +235,12 @@ export async function runJepsen(o: JepsenOptions): Promise<JepsenResult> {
       summary.faults = nemesis.faults;
       summary.faultCounts = nemesis.counts;
       summary.shutdownErrors = nemesis.shutdownErrors;
+      if (o.nemesis.includes("member")) {
+        const m = nemesis.members;
+        summary.tables.push({ title: "member steps run", lines: [`  ${Object.entries(m.steps).map(([k, v]) => `${k}=${v}`).join(" ") || "none"}`] });
+        summary.tables.push({ title: "member nemesis answers (action: answer=count)", lines: outcomesTable(m.outcomes) });
+        summary.checks.push(checkMemberSteps(m));
+      }
       faultLine("nemesis", "heal: partitions removed, paused nodes resumed, dead nodes restarted");
       progress("nemesis: healing, waiting for recovery");
       cluster.healAll();
@@ -329,6 +344,7 @@ export async function runJepsen(o: JepsenOptions): Promise<JepsenResult> {
         kills: o.durabilityKills,
         clients: Math.max(4, clients),
         recoveryTimeoutMs: o.recoveryTimeoutMs,
+        restore: o.restoreCheck,
         progress,
         onFault: (f) => faultLine("durability", `+${f.t}ms ${f.kind}: ${f.detail}`),
       });
@@ -337,6 +353,10 @@ export async function runJepsen(o: JepsenOptions): Promise<JepsenResult> {
       summary.faultCounts = { kill: r.kills };
       for (const a of r.workload.attempts) countOps(summary.ops, "durability-put", a.status);
       mergeLatencies(summary.latencies, r.workload.latencies);
+      if (r.snapshotWorkload) {
+        for (const a of r.snapshotWorkload.attempts) countOps(summary.ops, "snapshot-put", a.status);
+        mergeLatencies(summary.latencies, r.snapshotWorkload.latencies);
+      }
     });
   }
 
@@ -359,7 +379,7 @@ export async function runJepsen(o: JepsenOptions): Promise<JepsenResult> {
   const pass = failures.length === 0 && phases.length > 0;
   const parts = [`nodes=${o.nodes}`, `phases=${phases.map((p) => p.name).join(",") || "none"}`];
   if (phases.some((p) => p.name === "nemesis")) parts.push(`time=${o.timeSec}s`, `workload=${o.workloads.join(",")}`, `nemesis=${o.nemesis.join(",") || "none"}`);
-  if (phases.some((p) => p.name === "durability")) parts.push(`durability-kills=${o.durabilityKills}`);
+  if (phases.some((p) => p.name === "durability")) parts.push(`durability-kills=${o.durabilityKills}${o.restoreCheck ? "+restore" : ""}`);
   parts.push(`ops=${ops}`, `faults=${faults}`, `seed=${o.seed}`);
   const desc = parts.join(" ");
   const line = pass
@@ -382,11 +402,20 @@ function report(o: JepsenOptions, phases: PhaseSummary[], line: string): string 
     for (const [k, v] of Object.entries(p.ops)) out.push(`  ${k.padEnd(18)} ${v.ok} / ${v.fail} / ${v.unknown}`);
     out.push("latencies of successful ops (ms):");
     for (const [k, v] of Object.entries(p.latencies)) out.push(`  ${k.padEnd(18)} n=${v.length} p50=${percentile(v, 50).toFixed(1)} p99=${percentile(v, 99).toFixed(1)} max=${percentile(v, 100).toFixed(1)}`);
+    for (const t of p.tables) out.push(`${t.title}:`, ...t.lines);
     out.push("checks:");
     for (const c of p.checks) out.push(`  [${c.ok ? "PASS" : "FAIL"}] ${c.name}: ${c.detail}`);
     out.push("");
   }
   return out.join("\n");
+}
+
+/** The member nemesis kept every promise: no unexpected answer, hang, or broken step. */
+export function checkMemberSteps(m: MemberNemesis): CheckResult {
+  const steps = Object.entries(m.steps).map(([k, v]) => `${k}=${v}`).join(" ") || "none";
+  const answers = Object.values(m.outcomes).reduce((a, by) => a + Object.values(by).reduce((x, y) => x + y, 0), 0);
+  if (m.problems.length > 0) return { name: "member steps", ok: false, detail: `${m.problems.length} problem(s): ${m.problems.slice(0, 3).join(" | ")} (steps ${steps})` };
+  return { name: "member steps", ok: true, detail: `steps ${steps}; ${answers} membership answers, each OK or a legitimate refusal (table above)` };
 }
 
 /** Clusters still running (for the CLI's signal handlers). */
