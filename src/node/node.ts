@@ -18,6 +18,7 @@ import {
   decodeConfChange,
   encodeConfChange,
 } from "../raft/messages.ts";
+import { type Storage } from "../raft/storage.ts";
 import { type ApplyOutcome, type FsmEntry, type KvEvent, type KvRecord, KvStore, type RangeQuery } from "../storage/fsm.ts";
 import { type RangeResult } from "../storage/apply-result.ts";
 import { socketAddress } from "../net/host-port.ts";
@@ -266,7 +267,7 @@ export class RaftNode implements MembershipHost {
     this.fsmApplied = this.kv.appliedIndex;
     this.core = new RaftCore({
       id: this.id,
-      storage: this.logStore,
+      storage: this.storageForCore(this.logStore),
       electionTick: this.opts.electionTicks,
       heartbeatTick: this.opts.heartbeatTicks,
       random: Math.random,
@@ -321,6 +322,35 @@ export class RaftNode implements MembershipHost {
     const conf = this.core.conf();
     if (conf.voters.length === 1 && conf.voters[0] === this.id) this.core.campaignNow();
     this.schedule();
+  }
+
+  /**
+   * The log store as the core reads it, except for the snapshot it sends a lagging follower.
+   * What travels is the live state machine (openSnapshot), always at or past this node's applied
+   * index, so the snapshot's metadata is claimed at that index — with its term and the
+   * configuration in force there — rather than at the last recorded snapshot, which may be far
+   * older. Otherwise a learner that catches up through a snapshot takes its configuration from
+   * the old metadata, and until the entries in between arrive it believes it is whatever an
+   * earlier node of its id was there (a voter; seen by the fault harness, seed 9001).
+   */
+  private storageForCore(store: RaftLogStore): Storage {
+    return {
+      initialState: () => store.initialState(),
+      entries: (lo, hi, maxBytes) => store.entries(lo, hi, maxBytes),
+      term: (i) => store.term(i),
+      firstIndex: () => store.firstIndex(),
+      lastIndex: () => store.lastIndex(),
+      snapshot: () => {
+        const recorded = store.snapshot();
+        // Applied entries are committed; a state machine restored past the stored commit index
+        // (see start) is not claimed beyond what this node knows to be committed.
+        const at = Math.min(this.fsmApplied, this.core.log.committed);
+        if (recorded && at <= recorded.meta.index) return recorded;
+        const term = store.term(at);
+        if (term === undefined || at === 0) return recorded;
+        return { meta: { index: at, term, conf: this.core.confAt(at) }, data: new Uint8Array(0) };
+      },
+    };
   }
 
   /** Both files were checked whole when opened (every page and record checksum): say so, and how long it took. */
