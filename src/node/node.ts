@@ -209,6 +209,8 @@ export class RaftNode implements MembershipHost {
    */
   onRemoved: ((reason: string) => void) | null = null;
   private removed = false;
+  /** State-machine images installed from a leader (a backup stream open across one must end). */
+  private stateReplacements = 0;
 
   constructor(opts: NodeOptions) {
     this.id = opts.id;
@@ -937,6 +939,7 @@ export class RaftNode implements MembershipHost {
         this.fsmApplied = Math.max(this.fsmApplied, restored);
         this.releaseReads();
         this.log.info(`installed a state machine image at ${restored} from ${m.from} (snapshot ${meta.index}, term ${meta.term})`);
+        this.stateReplacements++;
         this.onStateReplaced?.(before + 1, restored);
       } finally {
         release();
@@ -1092,9 +1095,21 @@ export class RaftNode implements MembershipHost {
   openBackup(chunkBytes: number): BackupStream {
     const image = this.kv.snapshotChunks(chunkBytes);
     const chunks = backupChunks({ clusterId: this.clusterId(), nodeId: this.id, createdAtMs: Date.now() }, image);
+    const replacementsAtOpen = this.stateReplacements;
     return {
       version: image.appliedIndex,
-      next: () => chunks.next(),
+      next: async () => {
+        try {
+          return await chunks.next();
+        } catch (err) {
+          // Installing a leader's image closes the file this stream reads (LMDB then says
+          // "transaction already done"): not damage, and the caller can simply ask again.
+          if (this.stateReplacements !== replacementsAtOpen) {
+            throw new UnavailableError(`this member's state machine was replaced by a snapshot from the leader while the backup streamed; ask again (or ask the leader)`);
+          }
+          throw err;
+        }
+      },
       close: async () => {
         try {
           await chunks.return(undefined);
