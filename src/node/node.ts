@@ -180,6 +180,8 @@ export class RaftNode implements MembershipHost {
   private peerBook = new Map<NodeId, PeerAddress>();
   private peerBookDirty = false;
   private lastLeader: NodeId = NONE;
+  /** The leader forwarded proposals were last sent to (see shortenForwardedDeadlines). */
+  private lastLeaderForForwards: NodeId = NONE;
   private lastState: RaftState = RaftState.Follower;
   private promoting = false;
   /** Committed entries waiting for the applier, and the applier's run (null when idle). */
@@ -872,8 +874,22 @@ export class RaftNode implements MembershipHost {
       this.lastLeader = lead;
       this.lastState = state;
       this.failPendingLeaderReads();
+      if (lead !== this.lastLeaderForForwards) this.shortenForwardedDeadlines();
       this.onLeaderChange?.(lead, term);
     }
+  }
+
+  /**
+   * Proposals passed to a leader that is no longer the leader were either appended there (then
+   * they commit under the new leader, or are overwritten, within about an election timeout) or
+   * dropped (a leader handing over drops what it is forwarded): waiting the full forwarding
+   * timeout for them only delays the caller's retry. Leaves them two election timeouts more.
+   */
+  private shortenForwardedDeadlines(): void {
+    this.lastLeaderForForwards = this.lastLeader;
+    if (this.proposals.size === 0) return;
+    const cap = Date.now() + 2 * this.electionTimeoutMs();
+    for (const w of this.proposals.values()) if (w.index === 0 && w.deadline > cap) w.deadline = cap;
   }
 
   /**
