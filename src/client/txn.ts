@@ -125,6 +125,15 @@ export interface TxnParts {
   failure: RequestOp[];
 }
 
+function checkOps(branch: string, ops: unknown[]): RequestOp[] {
+  for (const o of ops) {
+    if (typeof o !== "object" || o === null || !("op" in o)) {
+      throw new TypeError(`txn().${branch}() takes operations made with op.put / delete / deletePrefix / get${typeof o === "function" ? " (was the builder awaited instead of its commit()?)" : ""}`);
+    }
+  }
+  return ops as RequestOp[];
+}
+
 /** Collects compares and branches; commit() sends them as one atomic Txn (exactly once). */
 export class TxnBuilder {
   private readonly parts: TxnParts = { compare: [], success: [], failure: [] };
@@ -132,17 +141,25 @@ export class TxnBuilder {
   constructor(private readonly send: (parts: TxnParts) => Promise<TxnResult>) {}
 
   if(...compares: Compare[]): this {
+    for (const c of compares) {
+      if (typeof c !== "object" || c === null || !("target" in c) || !("key" in c)) throw new TypeError("txn().if() takes compares made with compare.version / createVersion / value / exists / missing");
+    }
     this.parts.compare.push(...compares);
     return this;
   }
 
+  /**
+   * The operations run when every compare holds. (A builder is not a promise: `await`ing one
+   * instead of its commit() calls this with functions, which is refused here, so the mistake is
+   * an error rather than a hang.)
+   */
   then(...ops: RequestOp[]): this {
-    this.parts.success.push(...ops);
+    this.parts.success.push(...checkOps("then", ops));
     return this;
   }
 
   else(...ops: RequestOp[]): this {
-    this.parts.failure.push(...ops);
+    this.parts.failure.push(...checkOps("else", ops));
     return this;
   }
 

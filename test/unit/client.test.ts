@@ -4,7 +4,7 @@
 
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
-import { Client, ClientError, WriteOutcomeUnknownError, prefixEnd, toBytes } from "../../src/client/index.ts";
+import { Client, ClientError, TxnBuilder, WriteOutcomeUnknownError, compare, op, prefixEnd, toBytes } from "../../src/client/index.ts";
 import { backoffDelay } from "../../src/client/backoff.ts";
 import { leaderHintOf } from "../../src/client/leader-hint.ts";
 import { notLeaderStatus } from "../../src/server/errors.ts";
@@ -43,6 +43,24 @@ describe("client helpers", () => {
     const garbage = new grpc.Metadata();
     garbage.set("grpc-status-details-bin", Buffer.from([0xff, 0xff, 0xff]));
     expect(leaderHintOf(garbage)).toBeNull();
+  });
+
+  test("the txn builder refuses what is not a compare or an operation, and awaiting it is an error, not a hang", async () => {
+    const b = new TxnBuilder(async () => ({ succeeded: true, version: 1, results: [] }));
+    expect(() => b.then({} as never)).toThrow(TypeError);
+    expect(() => b.if({ key: "x" } as never)).toThrow(TypeError);
+    const err = await (async () => await (b as unknown as Promise<unknown>))().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TypeError);
+    expect((err as Error).message).toContain("commit()");
+    const parts: unknown[] = [];
+    await new TxnBuilder(async (p) => (parts.push(p), { succeeded: true, version: 1, results: [] })).if(compare.exists("a")).then(op.put("a", "b")).else(op.get("a"), op.delete("a")).commit();
+    expect(parts).toEqual([
+      {
+        compare: [compare.exists("a")],
+        success: [op.put("a", "b")],
+        failure: [op.get("a"), op.delete("a")],
+      },
+    ]);
   });
 
   test("connect refuses bad endpoints and options with INVALID_ARGUMENT", async () => {
