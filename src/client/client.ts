@@ -22,13 +22,14 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { type RbdkvClient, createRbdkvClient } from "../server/grpc-service.ts";
-import { type KeyValue, OpType, ReadConsistency, type RangeResponse } from "../server/gen/rbkv.ts";
+import { Event_EventType, type KeyValue, OpType, ReadConsistency, type RangeResponse, type Event as PbEvent } from "../server/gen/rbkv.ts";
 import { AddressError, parseHostPort } from "../net/host-port.ts";
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, sleep } from "./backoff.ts";
-import { type Bytes, keyAfter, prefixEnd, toBytes } from "./bytes.ts";
+import { type Bytes, keyAfter, prefixEnd, text, toBytes } from "./bytes.ts";
 import { type KeyValueEntry, entryOf, makeEntry } from "./entries.ts";
 import { ClientError, WriteOutcomeUnknownError, statusName } from "./errors.ts";
 import { leaderHintOf } from "./leader-hint.ts";
+import { WatchCursor } from "./watch-cursor.ts";
 import { type PutOptions, type TxnParts, type TxnResult, TxnBuilder, durationOf, txnResultOf } from "./txn.ts";
 
 export interface ClientOptions {
@@ -102,6 +103,31 @@ export interface LeaderInfo {
   term: number;
 }
 
+export interface WatchOptions {
+  /** Deliver every event after this version (default: after the version a member has applied now). */
+  startVersion?: number;
+  /**
+   * Called when the history the watch needs was compacted away (the events in between are lost:
+   * re-read what you keep). The watch then goes on from the current version. Without it, the
+   * iteration ends with the OUT_OF_RANGE ClientError.
+   */
+  onReset?: (reset: { from: number; to: number; error: ClientError }) => void | Promise<void>;
+  /** A stream that brings nothing (no event, no progress) for this long is resumed on another member (default 5000 ms). */
+  idleTimeoutMs?: number;
+}
+
+export interface WatchEvent {
+  type: "put" | "delete";
+  key: Uint8Array;
+  value: Uint8Array;
+  meta: number;
+  version: number;
+  /** Unix ms at which the key expires; 0 = never. */
+  expireAt: number;
+  readonly keyText: string;
+  readonly valueText: string;
+}
+
 type Route = "leader" | "any";
 
 /** What the attempts of one call have done: whether any of them may have been applied. */
@@ -158,6 +184,8 @@ export class Client {
   private session: Promise<Session> | null = null;
   private highestWritten = 0;
   private closed = false;
+  /** Open watch streams: a closed channel does not end its calls, so close() cancels these. */
+  private readonly streams = new Set<grpc.ClientReadableStream<unknown>>();
 
   private constructor(private readonly opts: ClientOptions) {
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -354,6 +382,83 @@ export class Client {
     return txnResultOf(res);
   }
 
+  /**
+   * Every put and delete under `prefixes` (all keys when empty), in log order, as an async
+   * iterator: a stream that breaks, or a member that dies or goes silent, is resumed on another
+   * member from the last delivered version — never a gap, never a duplicate. It runs until the
+   * loop breaks or the client is closed.
+   */
+  async *watch(prefixes: Bytes | Bytes[] = [], opts: WatchOptions = {}): AsyncGenerator<WatchEvent, void, undefined> {
+    const list = (Array.isArray(prefixes) ? prefixes : [prefixes]).map(toBytes);
+    const idleMs = opts.idleTimeoutMs ?? 5000;
+    const start = opts.startVersion ?? (await this.appliedVersion());
+    const cursor = new WatchCursor(start);
+    let retries = 0;
+    while (!this.closed) {
+      const endpoint = this.anyMember();
+      const stream = this.channel(endpoint).watch({ prefixes: list, startVersion: cursor.resumeFrom(), progressNotify: true, progressIntervalMs: Math.max(50, Math.min(1000, Math.floor(idleMs / 3))) });
+      let idle = false;
+      let timer: ReturnType<typeof setTimeout> | null = null;
+      const arm = (): void => {
+        if (timer) clearTimeout(timer);
+        timer = setTimeout(() => {
+          idle = true;
+          stream.cancel();
+        }, idleMs);
+      };
+      arm();
+      this.streams.add(stream);
+      let failure: grpc.ServiceError | null = null;
+      try {
+        for await (const res of stream as AsyncIterable<{ event: PbEvent | undefined }>) {
+          arm();
+          retries = 0;
+          const ev = res.event;
+          if (!ev) continue;
+          if (ev.type === Event_EventType.Progress) {
+            cursor.progress(ev.version);
+            continue;
+          }
+          if (ev.type !== Event_EventType.Put && ev.type !== Event_EventType.Delete) continue;
+          if (!cursor.accept(ev)) continue;
+          yield watchEventOf(ev);
+        }
+      } catch (thrown) {
+        const e = serviceErrorOf(thrown);
+        if (!e) throw thrown;
+        failure = e;
+      } finally {
+        if (timer) clearTimeout(timer);
+        this.streams.delete(stream);
+        stream.cancel();
+      }
+      if (this.closed) return;
+      if (failure && !idle) {
+        const code = failure.code;
+        if (code === grpc.status.OUT_OF_RANGE) {
+          const error = new ClientError(code, failure.details, "Watch", endpoint, 1);
+          if (!opts.onReset) throw error;
+          const to = await this.appliedVersion();
+          const from = cursor.resumeFrom();
+          cursor.reset(to);
+          await opts.onReset({ from, to, error });
+          continue;
+        }
+        const resumable = code === grpc.status.UNAVAILABLE || code === grpc.status.CANCELLED || code === grpc.status.ABORTED || code === grpc.status.DEADLINE_EXCEEDED || code === grpc.status.RESOURCE_EXHAUSTED;
+        if (!resumable) throw new ClientError(code, failure.details, "Watch", endpoint, 1);
+      }
+      // Ended, broken or silent: ask another member, after a backoff.
+      this.suspect(endpoint);
+      await sleep(backoffDelay(retries++, this.backoff));
+    }
+  }
+
+  /** The version some member has applied now (where a watch "from now" starts). */
+  private async appliedVersion(): Promise<number> {
+    const st = await this.invoke("Status", "any", this.deadline({}), (c, deadline) => c.statusAsync({}, { deadline }), { ambiguous: false });
+    return st.appliedIndex;
+  }
+
   /** Closes the session (best effort) and every connection; later calls fail with CANCELLED. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -369,6 +474,8 @@ export class Client {
       }
     }
     this.closed = true;
+    for (const s of this.streams) s.cancel();
+    this.streams.clear();
     for (const c of this.channels.values()) c.close();
     this.channels.clear();
   }
@@ -555,4 +662,22 @@ export class Client {
       }
     }
   }
+}
+
+function watchEventOf(ev: PbEvent): WatchEvent {
+  const { key, value } = ev;
+  return {
+    type: ev.type === Event_EventType.Put ? "put" : "delete",
+    key,
+    value,
+    meta: ev.meta,
+    version: ev.version,
+    expireAt: ev.expireAt,
+    get keyText() {
+      return text(key);
+    },
+    get valueText() {
+      return text(value);
+    },
+  };
 }
