@@ -256,4 +256,32 @@ describe("client library", () => {
     expect(expected.length).toBeGreaterThan(20);
     expect(got).toEqual(expected);
   }, 180_000);
+
+  test("watch from a compacted version calls onReset, then goes on from the current version", async () => {
+    const cl = await connect([c.nodes[0]!.spec.grpcAddr]);
+    const old = (await cl.put("wr/a", "1")).version;
+    const mid = (await cl.put("wr/a", "2")).version;
+    await cl.put("wr/a", "3");
+    await c.kv(await c.leader()).client.compactAsync({ version: mid }, { deadline: Date.now() + 5000 });
+    // Without onReset the iteration ends with the OUT_OF_RANGE error.
+    const err = await (async () => {
+      for await (const e of cl.watch("wr/", { startVersion: old - 1 })) void e;
+    })().catch((x: unknown) => x);
+    expect(err).toBeInstanceOf(ClientError);
+    expect((err as ClientError).code).toBe(grpc.status.OUT_OF_RANGE);
+
+    const resets: { from: number; to: number; code: number }[] = [];
+    const got: string[] = [];
+    const it = cl.watch("wr/", { startVersion: old - 1, onReset: (r) => void resets.push({ from: r.from, to: r.to, code: r.error.code }) });
+    const next = it.next();
+    await eventually("the reset", async () => resets.length === 1);
+    const w = await cl.put("wr/b", "after");
+    const first = await next;
+    got.push(`${first.value?.version}:${first.value?.keyText}:${first.value?.valueText}`);
+    await it.return();
+    expect(resets).toEqual([{ from: old - 1, to: resets[0]!.to, code: grpc.status.OUT_OF_RANGE }]);
+    expect(resets[0]!.to).toBeGreaterThanOrEqual(mid);
+    expect(resets[0]!.to).toBeLessThan(w.version);
+    expect(got).toEqual([`${w.version}:wr/b:after`]);
+  }, 30_000);
 });
