@@ -1,4 +1,5 @@
-// Compiles src/main.ts into the single executable ./rbkv with `bun build --compile`.
+// Compiles src/main.ts into the single executable ./rbkv with `bun build --compile`, then the
+// client library (src/client) into dist/ for the package export "rbkv/client".
 //
 // lmdb-js finds its native addon at run time through node-gyp-build, which cannot look inside
 // a compiled binary. This plugin rewrites that lookup into a static require() of the addon
@@ -49,3 +50,26 @@ if (!result.success) {
   process.exit(1);
 }
 console.log(`built ${outfile}`);
+
+// The client library (package export "./client"): plain JavaScript for Node.js 20 and Bun, its
+// dependencies left to node_modules, and .d.ts files from tsconfig.client.json.
+const clientOut = join(import.meta.dir, "dist/client");
+const client = await Bun.build({
+  entrypoints: [join(import.meta.dir, "src/client/index.ts")],
+  outdir: clientOut,
+  target: "node",
+  format: "esm",
+  packages: "external",
+  sourcemap: "linked",
+});
+if (!client.success) {
+  for (const log of client.logs) console.error(log);
+  console.error("client library build failed");
+  process.exit(1);
+}
+const tsc = Bun.spawnSync([join(import.meta.dir, "node_modules/.bin/tsc"), "-p", join(import.meta.dir, "tsconfig.client.json")], { stdout: "inherit", stderr: "inherit" });
+if (tsc.exitCode !== 0) {
+  console.error("client library declarations failed (tsc -p tsconfig.client.json)");
+  process.exit(1);
+}
+console.log(`built ${clientOut} (client library, types in dist/client-types)`);
