@@ -1,4 +1,4 @@
-// The rbkv client: one object for a whole cluster (SPEC §6, seed TODO 2).
+// The rbkv client: one object for a whole cluster (SPEC §6; the seed lists a client as its second to-do item).
 //
 // - Discovery: connect() asks any one of the given endpoints for the member list and from then
 //   on talks to every member's gRPC address.
